@@ -1,0 +1,290 @@
+"""The five abstract interfaces of spnkit: Ordering, Quantizer, ContextEncoder, SliceDecoder, Stage.
+
+Conventions used throughout:
+
+* An image plane is a ``LongTensor [B, C, H, W]`` of levels in ``[0, L)``.
+* One-hot inputs and logits share one layout, ``[B, L, C, h, w]`` (levels on dim 1), so
+  ``F.cross_entropy(logits, target)`` and ``log_softmax(logits, 1)`` work directly.
+* Order of generation: slices in the ordering's order; inside a slice, pixels in raster order
+  and channels (R, G, B) inside a pixel.
+* Every implementation carries an ``Options`` attrs class that recipes are validated against.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+from spnkit import sampling
+from spnkit.bits import join_planes
+
+
+@attrs.frozen
+class NoOptions:
+    """Options class for components that take none."""
+
+
+@attrs.frozen
+class SliceSpec:
+    """What a slice decoder models: a ``channels x height x width`` slice of subpixels with
+    ``levels`` values each, given a context map ``[B, context_channels, height, width]``
+    (``context_channels == 0``: no context)."""
+
+    channels: int
+    height: int
+    width: int
+    levels: int
+    context_channels: int = 0
+
+
+@attrs.frozen
+class EncoderSpec:
+    """What a context encoder sees.
+
+    The stage's own plane arrives as ``num_slices = grid[0] * grid[1]`` slices of
+    ``channels x height x width`` with ``levels`` values, slice ``n`` at meta-position
+    ``(n // grid[1], n % grid[1])``. ``cond_levels > 0`` adds the more significant bits of the
+    whole image, sliced the same way, as a fixed input.
+    """
+
+    channels: int
+    height: int
+    width: int
+    levels: int
+    grid: tuple[int, int]
+    cond_levels: int = 0
+
+    @property
+    def num_slices(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+def one_hot(x: torch.Tensor, levels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[B, *rest]`` long -> ``[B, levels, *rest]`` one-hot float."""
+    out = nn.functional.one_hot(x, levels).to(dtype)
+    return out.movedim(-1, 1)
+
+
+class Ordering(abc.ABC):
+    """Splits an image into slices and fixes the order in which they are generated.
+
+    Inside a slice the order is raster over pixels, then channels. ``pixel_order`` names the
+    layout of pixels inside a slice, and decoders list the layouts they suit (``"raster"``:
+    a 2D grid where convolutions make sense).
+    """
+
+    Options: ClassVar[type] = NoOptions
+    pixel_order: ClassVar[str] = "raster"
+
+    def __init__(self, options) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def check(self, height: int, width: int) -> list[str]:
+        """Problems with using this ordering on ``height x width`` images (empty: fine)."""
+
+    @abc.abstractmethod
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Meta-positions ``(rows, cols)``: slice ``n`` is at ``(n // cols, n % cols)``."""
+
+    @abc.abstractmethod
+    def slice_shape(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of one slice."""
+
+    @abc.abstractmethod
+    def to_slices(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, N, C, h, w]``, slices in generation order."""
+
+    @abc.abstractmethod
+    def from_slices(self, slices: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Exact inverse of ``to_slices``: ``[B, N, C, h, w]`` -> ``[B, C, H, W]``."""
+
+    def num_slices(self, height: int, width: int) -> int:
+        rows, cols = self.grid(height, width)
+        return rows * cols
+
+    def ranks(self, channels: int, height: int, width: int) -> torch.Tensor:
+        """``[C, H, W]`` long: the position of each subpixel in the order of generation."""
+        n = self.num_slices(height, width)
+        h, w = self.slice_shape(height, width)
+        order = torch.arange(n * h * w * channels).view(1, n, h, w, channels)
+        return self.from_slices(order.permute(0, 1, 4, 2, 3), height, width)[0]
+
+
+class Quantizer(abc.ABC):
+    """Maps images of ``in_bits`` to bit planes, most significant first."""
+
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options, in_bits: int) -> None:
+        self.options = options
+        self.in_bits = in_bits
+
+    @abc.abstractmethod
+    def check(self) -> list[str]:
+        """Problems with these options for ``in_bits`` data (empty: fine)."""
+
+    @property
+    @abc.abstractmethod
+    def plane_bits(self) -> list[int]:
+        """Bits of each plane, most significant first."""
+
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, C, H, W]`` long in ``[0, 2**in_bits)`` -> one ``[B, C, H, W]`` long per plane."""
+
+    @abc.abstractmethod
+    def decode(self, planes: list[torch.Tensor]) -> torch.Tensor:
+        """Planes -> ``[B, C, H, W]`` long image; ``encode(decode(p)) == p`` exactly."""
+
+    def conditioning(self, planes: list[torch.Tensor]) -> torch.Tensor:
+        """The planes before a stage's plane joined into one image of ``2**sum(bits)`` levels."""
+        return join_planes(planes, self.plane_bits[: len(planes)])
+
+
+class ContextEncoder(nn.Module, abc.ABC):
+    """Embeds what precedes a target slice into a context map ``s`` for the decoder.
+
+    Must not depend on own-plane slices at or after the target (the conformance kit checks).
+    """
+
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.options = options
+        self.spec = spec
+
+    @property
+    @abc.abstractmethod
+    def out_channels(self) -> int:
+        """Channels ``D`` of the context map."""
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        slices: torch.Tensor,
+        target: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Context map for target slices.
+
+        slices: ``[B, N, L, C, h, w]`` float one-hot of the stage's plane (only slices before
+            ``target`` may be read).
+        target: ``[B]`` long, the index of the slice to be generated.
+        cond: ``[B, N, Lc, C, h, w]`` float one-hot of the more significant bits, or None.
+        Returns ``[B, D, h, w]`` float.
+        """
+
+
+class SliceDecoder(nn.Module, abc.ABC):
+    """Autoregressive model of one slice given an optional context map."""
+
+    Options: ClassVar[type] = NoOptions
+    pixel_orders: ClassVar[tuple[str, ...]] = ("raster",)
+
+    def __init__(self, options, spec: SliceSpec) -> None:
+        super().__init__()
+        self.options = options
+        self.spec = spec
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for every subpixel, teacher-forced.
+
+        x: ``[B, L, C, h, w]`` float one-hot of the slice.
+        context: ``[B, D, h, w]`` float or None.
+        Returns ``[B, L, C, h, w]`` float; entry ``(c, y, x)`` depends only on subpixels
+        earlier in raster-then-channel order (and on the context).
+        """
+
+    def sample_reference(
+        self,
+        noise: torch.Tensor,
+        context: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """Reference sampling: one full forward pass per subpixel.
+
+        noise: ``[B, L, C, h, w]`` Gumbel noise from ``sampling.gumbel_noise``.
+        Returns ``[B, C, h, w]`` long.
+        """
+        spec = self.spec
+        batch = noise.shape[0]
+        x = torch.zeros(batch, spec.channels, spec.height, spec.width, dtype=torch.long, device=noise.device)
+        for row in range(spec.height):
+            for col in range(spec.width):
+                for channel in range(spec.channels):
+                    logits = self(one_hot(x, spec.levels, noise.dtype), context)
+                    x[:, channel, row, col] = sampling.draw(
+                        logits[:, :, channel, row, col], noise[:, :, channel, row, col], temperature
+                    )
+        return x
+
+    def sample(
+        self,
+        noise: torch.Tensor,
+        context: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """Sampling entry point; decoders with a cached fast path override this.
+
+        Must draw exactly what ``sample_reference`` draws for the same noise.
+        """
+        return self.sample_reference(noise, context, temperature)
+
+
+class Stage(nn.Module, abc.ABC):
+    """One stage of a multistage system: a distribution over one bit plane (or part of it).
+
+    ``target`` is ``[B, C, H, W]`` long of ``levels`` values; ``cond`` the more significant
+    bits ``[B, C, H, W]`` long of ``cond_levels`` values (or None). Slices before
+    ``given_slices`` are conditioning, not modelled.
+    """
+
+    levels: int
+    cond_levels: int
+    given_slices: int
+
+    @abc.abstractmethod
+    def ranks(self) -> torch.Tensor:
+        """``[C, H, W]`` long: the position of each subpixel in the order of generation."""
+
+    @abc.abstractmethod
+    def modelled_positions(self) -> list[tuple[int, int, int]]:
+        """``(c, y, x)`` of every subpixel this stage models (not the given ones)."""
+
+    @abc.abstractmethod
+    def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits for every subpixel, in image layout.
+
+        target_one_hot: ``[B, L, C, H, W]`` float. Returns ``[B, L, C, H, W]`` float (entries
+        of given slices are undefined).
+        """
+
+    @abc.abstractmethod
+    def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log-likelihood in nats of the modelled subpixels, summed: ``[B]`` float."""
+
+    @abc.abstractmethod
+    def loss(
+        self, target: torch.Tensor, cond: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Unbiased estimate of ``-log_prob / modelled_dims`` from one uniformly drawn slice
+        per example: scalar float (nats per modelled subpixel)."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        batch: int,
+        cond: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        reference: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``[B, C, H, W]`` long; ``prefix`` supplies the given slices."""
