@@ -1,0 +1,2 @@
+"""Built-in plugins. Each module registers through the hooks in ``spnkit.hookspecs``, exactly
+as a third-party distribution would."""
