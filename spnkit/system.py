@@ -1,0 +1,184 @@
+"""Stages and pipelines: the objects that recipes build and that users compose in Python.
+
+A stage models one bit plane (or the slices of it that earlier stages did not give) with an
+ordering, an optional context encoder and a slice decoder. A pipeline splits images with a
+quantizer and chains stages over a partition of the variables, so the system's NLL is the sum
+of its stages' NLLs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spnkit.interfaces import ContextEncoder, Ordering, Quantizer, SliceDecoder, Stage, one_hot
+from spnkit.sampling import gumbel_noise
+
+
+class AutoregressiveStage(Stage):
+    """A stage that generates slices one after another: the SPN when it has an encoder and
+    several slices, a plain autoregressive decoder over the image with a raster ordering."""
+
+    def __init__(
+        self,
+        ordering: Ordering,
+        decoder: SliceDecoder,
+        encoder: ContextEncoder | None,
+        image_shape: tuple[int, int, int],
+        levels: int,
+        cond_levels: int = 0,
+        given_slices: int = 0,
+    ) -> None:
+        super().__init__()
+        self.ordering = ordering
+        self.decoder = decoder
+        self.encoder = encoder
+        self.channels, self.height, self.width = image_shape
+        self.levels = levels
+        self.cond_levels = cond_levels
+        self.given_slices = given_slices
+        self.num_slices = ordering.num_slices(self.height, self.width)
+        self.slice_height, self.slice_width = ordering.slice_shape(self.height, self.width)
+        if encoder is None and (self.num_slices - given_slices > 1 or given_slices or cond_levels):
+            raise ValueError("a stage with several slices, given slices or conditioning needs a context encoder")
+
+    # -- layout helpers -------------------------------------------------------------------
+
+    def _slice_one_hot(self, x_one_hot: torch.Tensor) -> torch.Tensor:
+        """``[B, L, C, H, W]`` -> ``[B, N, L, C, h, w]``."""
+        b, levels, c, height, width = x_one_hot.shape
+        flat = self.ordering.to_slices(x_one_hot.reshape(b, levels * c, height, width))
+        return flat.view(b, self.num_slices, levels, c, self.slice_height, self.slice_width)
+
+    def _cond_slices(self, cond: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        if cond is None:
+            return None
+        return self._slice_one_hot(one_hot(cond, self.cond_levels, dtype))
+
+    def _context(self, slices: torch.Tensor, target: torch.Tensor, cond_slices: torch.Tensor | None):
+        if self.encoder is None:
+            return None
+        return self.encoder(slices, target, cond_slices)
+
+    def ranks(self) -> torch.Tensor:
+        return self.ordering.ranks(self.channels, self.height, self.width)
+
+    def modelled_positions(self) -> list[tuple[int, int, int]]:
+        first = self.given_slices * self.channels * self.slice_height * self.slice_width
+        return [tuple(p) for p in (self.ranks() >= first).nonzero().tolist()]
+
+    @property
+    def modelled_dims(self) -> int:
+        return (self.num_slices - self.given_slices) * self.channels * self.slice_height * self.slice_width
+
+    # -- likelihood -----------------------------------------------------------------------
+
+    def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        slices = self._slice_one_hot(target_one_hot)
+        cond_slices = self._cond_slices(cond, target_one_hot.dtype)
+        batch = slices.shape[0]
+        out = torch.zeros_like(slices)
+        for t in range(self.given_slices, self.num_slices):
+            target = torch.full((batch,), t, dtype=torch.long, device=slices.device)
+            out[:, t] = self.decoder(slices[:, t], self._context(slices, target, cond_slices))
+        b, n, levels, c, h, w = out.shape
+        image = self.ordering.from_slices(out.view(b, n, levels * c, h, w), self.height, self.width)
+        return image.view(b, levels, c, self.height, self.width)
+
+    def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        dtype = next(self.decoder.parameters()).dtype
+        slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
+        levels_slices = self.ordering.to_slices(target)
+        cond_slices = self._cond_slices(cond, dtype)
+        batch = target.shape[0]
+        total = torch.zeros(batch, dtype=dtype, device=target.device)
+        for t in range(self.given_slices, self.num_slices):
+            index = torch.full((batch,), t, dtype=torch.long, device=target.device)
+            logits = self.decoder(slices[:, t], self._context(slices, index, cond_slices))
+            total = total - nn.functional.cross_entropy(logits, levels_slices[:, t], reduction="none").sum(dim=(1, 2, 3))
+        return total
+
+    def loss(self, target: torch.Tensor, cond: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        dtype = next(self.decoder.parameters()).dtype
+        batch = target.shape[0]
+        slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
+        levels_slices = self.ordering.to_slices(target)
+        index = torch.randint(self.given_slices, self.num_slices, (batch,), generator=generator,
+                              device=generator.device if generator is not None else target.device).to(target.device)
+        rows = torch.arange(batch, device=target.device)
+        logits = self.decoder(slices[rows, index], self._context(slices, index, self._cond_slices(cond, dtype)))
+        return nn.functional.cross_entropy(logits, levels_slices[rows, index])
+
+    # -- sampling -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, batch: int, cond: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+               temperature: float = 1.0, generator: torch.Generator | None = None,
+               reference: bool = False) -> torch.Tensor:
+        dtype = next(self.decoder.parameters()).dtype
+        device = next(self.decoder.parameters()).device
+        shape = (batch, self.num_slices, self.levels, self.channels, self.slice_height, self.slice_width)
+        noise = gumbel_noise(shape, generator, dtype=dtype).to(device)
+        slices = torch.zeros(batch, self.num_slices, self.channels, self.slice_height, self.slice_width,
+                             dtype=torch.long, device=device)
+        if self.given_slices:
+            if prefix is None:
+                raise ValueError(f"this stage needs its first {self.given_slices} slice(s) as a prefix")
+            slices[:, : self.given_slices] = self.ordering.to_slices(prefix)[:, : self.given_slices]
+        cond_slices = self._cond_slices(cond, dtype)
+        draw = self.decoder.sample_reference if reference else self.decoder.sample
+        for t in range(self.given_slices, self.num_slices):
+            index = torch.full((batch,), t, dtype=torch.long, device=device)
+            context = self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, cond_slices)
+            slices[:, t] = draw(noise[:, t], context, temperature)
+        return self.ordering.from_slices(slices, self.height, self.width)
+
+
+class Pipeline(nn.Module):
+    """A multistage system over a partition of the image's variables.
+
+    ``placements[name] = (plane, downsample)``: stage ``name`` models quantizer plane ``plane``
+    at ``x[..., ::downsample, ::downsample]`` (downsample > 1: the first subscale slice, for
+    size upscaling). Stages run in the given order; each sees the planes before its own as
+    conditioning and, if it has given slices, the values earlier stages wrote into its plane.
+    """
+
+    def __init__(self, quantizer: Quantizer, stages: dict[str, Stage],
+                 placements: dict[str, tuple[int, int]]) -> None:
+        super().__init__()
+        self.quantizer = quantizer
+        self.stages = nn.ModuleDict(stages)
+        self.placements = dict(placements)
+
+    def _view(self, name: str, planes: list[torch.Tensor]):
+        plane, down = self.placements[name]
+        target = planes[plane][..., ::down, ::down]
+        cond = self.quantizer.conditioning(planes[:plane])[..., ::down, ::down] if plane else None
+        return target, cond
+
+    def log_prob(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x [B, C, H, W]`` long -> ``{stage: [B] nats}``; the system's is their sum."""
+        planes = self.quantizer.encode(x)
+        return {name: stage.log_prob(*self._view(name, planes)) for name, stage in self.stages.items()}
+
+    def bits_per_dim(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each stage's share of the system's bits/dim, ``{stage: [B]}`` (dims of the whole image)."""
+        dims = x[0].numel()
+        return {name: -lp / (dims * math.log(2)) for name, lp in self.log_prob(x).items()}
+
+    @torch.no_grad()
+    def sample(self, batch: int, image_shape: tuple[int, int, int], temperatures: dict[str, float] | None = None,
+               generator: torch.Generator | None = None, reference: bool = False) -> torch.Tensor:
+        """Draw ``[B, C, H, W]`` long images through every stage."""
+        temperatures = temperatures or {}
+        device = next(self.parameters()).device
+        planes = [torch.zeros(batch, *image_shape, dtype=torch.long, device=device) for _ in self.quantizer.plane_bits]
+        for name, stage in self.stages.items():
+            plane, down = self.placements[name]
+            prefix, cond = self._view(name, planes)
+            drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference)
+            planes[plane][..., ::down, ::down] = drawn
+        return self.quantizer.decode(planes)
