@@ -1,0 +1,284 @@
+"""From a parsed recipe to plugins' options (phase 2 of validation), cross-field checks, and
+the stage and pipeline objects themselves."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import attrs
+import tomli_w
+import torch
+
+from spnkit import recipe as recipes
+from spnkit.interfaces import EncoderSpec, Ordering, Quantizer, SliceSpec
+from spnkit.plugins import Entry, Registry, UnknownPluginError, default_registry
+from spnkit.recipe import Recipe, RecipeError, StageConfig
+from spnkit.system import AutoregressiveStage, Pipeline
+
+STAGE_COMPONENTS = {"ordering": "ordering", "encoder": "encoder", "decoder": "decoder"}
+
+
+@attrs.frozen
+class Component:
+    """A plugin chosen by a recipe, with its validated options."""
+
+    entry: Entry
+    options: Any
+
+    def create(self, *args: Any) -> Any:
+        return self.entry.cls(self.options, *args)
+
+    def table(self) -> dict:
+        return {"plugin": self.entry.name, **recipes.options_table(self.options)}
+
+
+@attrs.frozen
+class Resolved:
+    """A fully validated recipe: the core schema plus each component's options."""
+
+    recipe: Recipe
+    components: dict[str, Component]
+
+    def component(self, path: str) -> Component | None:
+        return self.components.get(path)
+
+    def quantizer(self) -> Quantizer:
+        return self.components["quantizer"].create(self.recipe.data.bits)
+
+    def to_dict(self) -> dict:
+        raw = recipes.CONVERTER.unstructure(self.recipe)
+        raw["quantizer"] = self.components["quantizer"].table()
+        for name, stage in raw["stages"].items():
+            for key in STAGE_COMPONENTS:
+                chosen = self.components.get(f"stages.{name}.{key}")
+                if chosen is None:
+                    stage.pop(key, None)
+                else:
+                    stage[key] = chosen.table()
+        return raw
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+# ----------------------------------------------------------------------------- phase 2
+
+
+def _component(raw: Any, kind: str, path: str, registry: Registry) -> tuple[Component | None, list[str]]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("plugin"), str):
+        return None, []  # phase 1 reports it
+    try:
+        entry = registry.get(kind, raw["plugin"])
+    except UnknownPluginError as exc:
+        return None, [f"{path}.plugin: {exc}"]
+    options, problems = recipes.structure({k: v for k, v in raw.items() if k != "plugin"}, entry.cls.Options, path)
+    return (Component(entry, options) if options is not None else None), problems
+
+
+def _components(raw: dict, registry: Registry) -> tuple[dict[str, Component], list[str]]:
+    found, problems = {}, []
+    tables = [("quantizer", "quantizer", raw.get("quantizer"))]
+    stages = raw.get("stages")
+    if isinstance(stages, dict):
+        for name, stage in stages.items():
+            if isinstance(stage, dict):
+                tables += [(f"stages.{name}.{key}", kind, stage.get(key)) for key, kind in STAGE_COMPONENTS.items()]
+    for path, kind, table in tables:
+        component, issues = _component(table, kind, path, registry)
+        problems += issues
+        if component is not None:
+            found[path] = component
+    return found, problems
+
+
+def validate(raw: dict, registry: Registry | None = None) -> Resolved:
+    """Both validation phases and the cross-field checks; raises ``RecipeError`` listing every
+    problem found."""
+    registry = registry or default_registry()
+    recipe, problems = recipes.structure(raw, Recipe, "")
+    components, component_problems = _components(raw, registry)
+    problems += component_problems
+    if recipe is not None and not component_problems:
+        problems += cross_checks(Resolved(recipe, components))
+    if problems:
+        raise RecipeError(list(dict.fromkeys(problems)))
+    return Resolved(recipe, components)
+
+
+def load(path: str, overrides: list[str] = (), registry: Registry | None = None) -> Resolved:
+    """Read, override and validate a recipe file."""
+    return validate(recipes.apply_overrides(recipes.read(path), list(overrides)), registry)
+
+
+# ----------------------------------------------------------------------------- cross checks
+
+
+@attrs.frozen
+class Placement:
+    """Where a stage sits: plane, resolution and which of its pixels it models."""
+
+    ordering: Ordering
+    height: int
+    width: int
+    modelled: torch.Tensor  # [H, W] bool at full resolution
+    given: torch.Tensor  # [H, W] bool: own-plane pixels it needs from earlier stages
+
+
+def _placement(resolved: Resolved, name: str, stage: StageConfig) -> tuple[Placement | None, list[str]]:
+    data, path = resolved.recipe.data, f"stages.{name}"
+    down = stage.downsample
+    if down < 1 or data.height % down or data.width % down:
+        return None, [f"{path}.downsample: must be a positive divisor of the image size {data.height}x{data.width}, got {down}"]
+    height, width = data.height // down, data.width // down
+    ordering = resolved.components[f"{path}.ordering"].create()
+    problems = [f"{path}.ordering: {p}" for p in ordering.check(height, width)]
+    if problems:
+        return None, problems
+    slices = ordering.num_slices(height, width)
+    if not 0 <= stage.given_slices < slices:
+        return None, [f"{path}.given_slices: must be in [0, {slices - 1}] for {slices} slices, got {stage.given_slices}"]
+    h, w = ordering.slice_shape(height, width)
+    first_modelled = ranks_from(ordering, height, width) >= stage.given_slices * h * w
+    modelled = torch.zeros(data.height, data.width, dtype=torch.bool)
+    given = torch.zeros_like(modelled)
+    modelled[::down, ::down] = first_modelled
+    given[::down, ::down] = ~first_modelled
+    return Placement(ordering, height, width, modelled, given), []
+
+
+def ranks_from(ordering: Ordering, height: int, width: int) -> torch.Tensor:
+    return ordering.ranks(1, height, width)[0]
+
+
+def _close(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def cross_checks(resolved: Resolved) -> list[str]:
+    recipe = resolved.recipe
+    data = recipe.data
+    problems = []
+    for field in ("height", "width", "channels", "bits"):
+        if getattr(data, field) < 1:
+            problems.append(f"data.{field}: must be positive, got {getattr(data, field)}")
+    if problems:
+        return problems
+    quantizer = resolved.quantizer()
+    problems += [f"quantizer: {p}" for p in quantizer.check()]
+    if not recipe.stages:
+        problems.append("stages: at least one stage is required, e.g. [stages.main]")
+    if problems:
+        return problems
+    planes = len(quantizer.plane_bits)
+    names = list(recipe.stages)
+    placements: dict[str, Placement] = {}
+    closure: dict[str, set[str]] = {}
+    for position, (name, stage) in enumerate(recipe.stages.items()):
+        path = f"stages.{name}"
+        if not 0 <= stage.plane < planes:
+            problems.append(f"{path}.plane: the quantizer makes {planes} plane(s) (0..{planes - 1}), got {stage.plane}")
+            continue
+        placement, issues = _placement(resolved, name, stage)
+        problems += issues
+        closure[name] = set()
+        for index, other in enumerate(stage.conditions_on):
+            if other not in recipe.stages:
+                problems.append(f"{path}.conditions_on[{index}]: unknown stage {other!r}; "
+                                f"{_close(other, names)}earlier stages: {', '.join(names[:position]) or 'none'}")
+            elif names.index(other) >= position:
+                problems.append(f"{path}.conditions_on[{index}]: stage {other!r} does not come before {name!r}; "
+                                "stages run in the order of their tables")
+            else:
+                closure[name] |= {other} | closure.get(other, set())
+        if placement is None:
+            continue
+        placements[name] = placement
+        decoder = resolved.components[f"{path}.decoder"].entry
+        if placement.ordering.pixel_order not in decoder.cls.pixel_orders:
+            problems.append(f"{path}.decoder: {decoder.name!r} suits pixel orders {list(decoder.cls.pixel_orders)}, "
+                            f"but ordering {resolved.components[path + '.ordering'].entry.name!r} "
+                            f"lays slices out as {placement.ordering.pixel_order!r}")
+        slices = placement.ordering.num_slices(placement.height, placement.width)
+        needs_context = slices - stage.given_slices > 1 or stage.given_slices > 0 or stage.plane > 0
+        if needs_context and f"{path}.encoder" not in resolved.components:
+            problems.append(f"{path}.encoder: required, since the stage conditions on "
+                            f"{'earlier planes' if stage.plane else 'earlier slices'}; "
+                            'add e.g. encoder = { plugin = "slice_embedder" }')
+    problems += _partition_problems(recipe, placements, planes)
+    problems += _conditioning_problems(recipe, placements, closure)
+    return problems
+
+
+def _partition_problems(recipe: Recipe, placements: dict[str, Placement], planes: int) -> list[str]:
+    if len(placements) != len(recipe.stages):
+        return []
+    problems = []
+    for plane in range(planes):
+        owners = [name for name, s in recipe.stages.items() if s.plane == plane]
+        count = sum((placements[n].modelled.int() for n in owners), torch.zeros(recipe.data.height, recipe.data.width, dtype=torch.int))
+        if not owners:
+            problems.append(f"stages: no stage models plane {plane}; add a stage with plane = {plane}")
+        elif (count > 1).any():
+            problems.append(f"stages: stages {', '.join(owners)} model some pixels of plane {plane} twice")
+        elif (count == 0).any():
+            problems.append(f"stages: some pixels of plane {plane} are modelled by no stage ({', '.join(owners)} leave a gap)")
+    return problems
+
+
+def _conditioning_problems(recipe: Recipe, placements: dict[str, Placement], closure: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for name, stage in recipe.stages.items():
+        if name not in placements or name not in closure:
+            continue
+        down = stage.downsample
+        provided = {}
+        for other in closure[name]:
+            if other in placements:
+                plane = recipe.stages[other].plane
+                provided[plane] = provided.get(plane, 0) | placements[other].modelled
+        for plane in range(stage.plane + 1):
+            need = torch.zeros(recipe.data.height, recipe.data.width, dtype=torch.bool)
+            if plane < stage.plane:
+                need[::down, ::down] = True
+            else:
+                need = placements[name].given
+            have = provided.get(plane, torch.zeros_like(need))
+            if (need & ~have).any():
+                what = "its given slices" if plane == stage.plane else f"plane {plane}"
+                problems.append(f"stages.{name}.conditions_on: the stage needs {what}, which the stages it names "
+                                f"({', '.join(stage.conditions_on) or 'none'}) do not model; name the stage that does")
+    return problems
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+def build_stage(resolved: Resolved, name: str) -> AutoregressiveStage:
+    """The stage ``name`` of a validated recipe, with freshly initialised parameters."""
+    recipe = resolved.recipe
+    stage = recipe.stages[name]
+    quantizer = resolved.quantizer()
+    data = recipe.data
+    height, width = data.height // stage.downsample, data.width // stage.downsample
+    ordering = resolved.components[f"stages.{name}.ordering"].create()
+    h, w = ordering.slice_shape(height, width)
+    levels = 2 ** quantizer.plane_bits[stage.plane]
+    cond_levels = 2 ** sum(quantizer.plane_bits[: stage.plane]) if stage.plane else 0
+    encoder_choice = resolved.component(f"stages.{name}.encoder")
+    encoder = None
+    if encoder_choice is not None:
+        encoder = encoder_choice.create(EncoderSpec(data.channels, h, w, levels, ordering.grid(height, width), cond_levels))
+    decoder = resolved.components[f"stages.{name}.decoder"].create(
+        SliceSpec(data.channels, h, w, levels, encoder.out_channels if encoder is not None else 0)
+    )
+    return AutoregressiveStage(ordering, decoder, encoder, (data.channels, height, width), levels,
+                               cond_levels, stage.given_slices)
+
+
+def build_pipeline(resolved: Resolved) -> Pipeline:
+    """Every stage of a validated recipe, chained."""
+    stages = {name: build_stage(resolved, name) for name in resolved.recipe.stages}
+    placements = {name: (s.plane, s.downsample) for name, s in resolved.recipe.stages.items()}
+    return Pipeline(resolved.quantizer(), stages, placements)
