@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spnkit.builtin.orderings import SubscaleOrdering
-from spnkit.interfaces import SliceDecoder
+from spnkit.interfaces import ContextEncoder, SliceDecoder
 
 
 @attrs.frozen
@@ -55,3 +55,37 @@ class DroppingOrdering(SubscaleOrdering):
         out = super().to_slices(x).clone()
         out[:, -1, :, 0, 0] = out[:, -1, :, 0, 1]
         return out
+
+
+@attrs.frozen
+class DenseEncoderOptions:
+    channels: int = 3
+    leak: bool = False
+
+
+class DenseEncoder(ContextEncoder):
+    """Context = a linear map of the slices before the target (and the conditioning image)."""
+
+    Options = DenseEncoderOptions
+
+    def __init__(self, options, spec):
+        super().__init__(options, spec)
+        n, size = spec.num_slices, spec.channels * spec.height * spec.width
+        self.own = nn.Linear(n * spec.levels * size, options.channels * spec.height * spec.width)
+        self.cond = nn.Linear(n * max(spec.cond_levels, 1) * size, options.channels * spec.height * spec.width)
+        self.position = nn.Embedding(n, options.channels)
+
+    @property
+    def out_channels(self):
+        return self.options.channels
+
+    def forward(self, slices, target, cond=None):
+        spec = self.spec
+        b, n = slices.shape[:2]
+        index = torch.arange(n, device=slices.device)
+        visible = index.view(1, n) <= target.view(b, 1) if self.options.leak else index.view(1, n) < target.view(b, 1)
+        out = self.own((slices * visible.view(b, n, 1, 1, 1, 1)).reshape(b, -1))
+        if cond is not None:
+            out = out + self.cond(cond.reshape(b, -1))
+        out = out.view(b, self.options.channels, spec.height, spec.width)
+        return out + self.position(target).view(b, -1, 1, 1)
