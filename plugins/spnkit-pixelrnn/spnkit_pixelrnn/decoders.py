@@ -9,7 +9,7 @@ from torch import nn
 
 from spnkit.interfaces import SliceDecoder, SliceSpec
 from spnkit_pixelrnn.lstm import DiagonalBiLSTM, RowLSTM
-from spnkit_pixelrnn.masks import MaskedConv2d
+from spnkit.nn.masked_conv import MaskedConv2d
 
 
 @attrs.frozen

@@ -1,7 +1,7 @@
 """The two PixelRNN layers (van den Oord et al. 2016b, section 3.1-3.2).
 
 Both take and return feature maps ``[B, F, h, w]`` whose features are grouped by image
-channel (see ``masks``), add an optional context map through 1x1 convolutions before the
+channel (see ``spnkit.nn.masked_conv``), add an optional context map through 1x1 convolutions before the
 gates, and end with a residual connection.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spnkit_pixelrnn.masks import MaskedConv2d
+from spnkit.nn.masked_conv import MaskedConv2d
 
 
 def _lstm_step(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Convolutions masked over pixels and over channels (R -> G -> B), as PixelRNN needs them.
+"""Convolutions masked over pixels and over channels (R -> G -> B).
 
 Feature maps are split into one group per image channel: with ``n`` features in ``chunks``
 equal parts (gates come in chunks of four), feature ``k`` of a part belongs to group
@@ -47,3 +47,45 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class HorizontalConv(nn.Module):
+    """The gated PixelCNN's horizontal-stack convolution: ``1 x (k//2 + 1)`` over the current
+    pixel and the ``k//2`` to its left, the current pixel masked by channel group (A or B).
+
+    ``x [B, in, h, w]`` -> ``[B, out, h, w]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, filter_size: int, channels: int, mask_type: str,
+                 in_chunks: int = 1, out_chunks: int = 1) -> None:
+        super().__init__()
+        self.reach = filter_size // 2
+        self.conv = nn.Conv2d(in_features, out_features, (1, self.reach + 1))
+        mask = causal_mask(channel_groups(out_features, channels, out_chunks),
+                           channel_groups(in_features, channels, in_chunks), (1, 2 * self.reach + 1), mask_type)
+        self.register_buffer("mask", mask[..., : self.reach + 1].contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (self.reach, 0, 0, 0))
+        return nn.functional.conv2d(x, self.conv.weight * self.mask, self.conv.bias)
+
+
+class VerticalConv(nn.Conv2d):
+    """The gated PixelCNN's vertical-stack convolution: ``(k//2 + 1) x k`` over the current row
+    and the ``k//2`` rows above it. Its output must be shifted down a row (``shift_down``)
+    before it reaches the horizontal stack.
+
+    ``x [B, in, h, w]`` -> ``[B, out, h, w]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, filter_size: int) -> None:
+        super().__init__(in_features, out_features, (filter_size // 2 + 1, filter_size))
+        self.reach = filter_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.pad(x, (self.reach, self.reach, self.reach, 0)))
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """``[B, F, h, w]``: row ``y`` of the result is row ``y - 1`` of ``x`` (zeros on top)."""
+    return nn.functional.pad(x, (0, 0, 1, 0))[:, :, :-1]
