@@ -80,11 +80,18 @@ def _raster_ranks(channels: int, height: int, width: int) -> torch.Tensor:
     return torch.arange(channels * height * width).view(height, width, channels).permute(2, 0, 1)
 
 
+def _probe(values: torch.Tensor) -> torch.Tensor:
+    """A random weighted sum of ``values``: unlike a plain sum it cannot vanish for outputs that
+    are centred or normalised (logits minus their mean, layer norms)."""
+    weights = torch.randn(values.shape, generator=torch.Generator().manual_seed(1234), dtype=values.dtype)
+    return (values * weights.to(values.device)).sum()
+
+
 def _input_gradient(logits_of, inputs: torch.Tensor, index: tuple) -> torch.Tensor:
-    """Gradient of ``sum(logits[:, :, *index])`` with respect to ``inputs``."""
+    """Gradient of a random weighted sum of ``logits[:, :, *index]`` with respect to ``inputs``."""
     inputs = inputs.detach().requires_grad_(True)
     logits = logits_of(inputs)
-    (grad,) = torch.autograd.grad(logits[(slice(None), slice(None), *index)].sum(), inputs, allow_unused=True)
+    (grad,) = torch.autograd.grad(_probe(logits[(slice(None), slice(None), *index)]), inputs, allow_unused=True)
     return torch.zeros_like(inputs) if grad is None else grad
 
 
@@ -147,7 +154,7 @@ def check_encoder_causality(encoder: ContextEncoder, batch: int = 2, seed: int =
         out = encoder(inputs, target, cond)
         if tuple(out.shape) != (batch, encoder.out_channels, spec.height, spec.width):
             raise ConformanceError(f"encoder output shape {tuple(out.shape)} is not {(batch, encoder.out_channels, spec.height, spec.width)}")
-        (grad,) = torch.autograd.grad(out.sum(), inputs, allow_unused=True)
+        (grad,) = torch.autograd.grad(_probe(out), inputs, allow_unused=True)
         if grad is None:
             continue
         touched = grad.abs().sum(dim=(0, 2, 3, 4, 5)) > 0

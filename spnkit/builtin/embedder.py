@@ -1,0 +1,130 @@
+"""The SPN slice embedder (Menick & Kalchbrenner 2018): the context encoder of a subscale stage.
+
+Its input stacks the preceding slices along channels, one slot per relative meta-position
+``(di, dj)`` that can precede a target, so each slice keeps its position relative to the
+target whatever the target is (the input depth is the same for every target, and the
+embedding is equivariant in ``(i, j)``); slots that fall outside the grid stay empty. For
+depth upscaling the whole conditioning image, sliced the same way, is a fixed extra input.
+An 8-unit embedding of the target's meta-position is tiled over the slice. Convolutions,
+then self-attention, then residual blocks make the context map ``s``.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import nn
+
+from spnkit.hookspecs import hookimpl
+from spnkit.interfaces import ContextEncoder, EncoderSpec
+from spnkit.nn.attention import TransformerBlock
+
+_positive = attrs.validators.ge(1)
+_non_negative = attrs.validators.ge(0)
+
+
+@attrs.frozen
+class SliceEmbedderOptions:
+    conv_layers: int = attrs.field(default=2, validator=_positive)
+    channels: int = attrs.field(default=64, validator=_positive)
+    filter_size: int = attrs.field(default=3, validator=_positive)
+    attention_layers: int = attrs.field(default=1, validator=_non_negative)
+    heads: int = attrs.field(default=4, validator=_positive)
+    attention_channels: int = attrs.field(default=64, validator=_positive)
+    residual_blocks: int = attrs.field(default=1, validator=_non_negative)
+    residual_channels: int = attrs.field(default=128, validator=_positive)
+    position_units: int = attrs.field(default=8, validator=_positive)
+
+
+def relative_offsets(rows: int, cols: int) -> list[tuple[int, int]]:
+    """Every ``(di, dj)`` by which a meta-position can precede another in row-major order."""
+    return [(di, dj) for di in range(-(rows - 1), 1) for dj in range(-(cols - 1), cols) if di < 0 or dj < 0]
+
+
+def slot_table(rows: int, cols: int) -> torch.Tensor:
+    """``[N, K]`` long: for target slice ``t`` and slot ``k`` (offset ``k``), the preceding slice
+    that fills the slot, or ``N`` (an empty slice) when the offset leaves the grid."""
+    offsets = relative_offsets(rows, cols)
+    table = torch.full((rows * cols, len(offsets)), rows * cols, dtype=torch.long)
+    for target in range(rows * cols):
+        i, j = divmod(target, cols)
+        for k, (di, dj) in enumerate(offsets):
+            if 0 <= i + di < rows and 0 <= j + dj < cols:
+                table[target, k] = (i + di) * cols + (j + dj)
+    return table
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv1x1(relu(conv3x3(relu(x))))`` with ``hidden`` channels inside."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.inner = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.outer = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.outer(torch.relu(self.inner(torch.relu(x))))
+
+
+class SliceEmbedder(ContextEncoder):
+    """SPN slice embedder: preceding slices at their relative positions, meta-position, conv, attention, residual blocks."""
+
+    Options = SliceEmbedderOptions
+
+    def __init__(self, options: SliceEmbedderOptions, spec: EncoderSpec) -> None:
+        super().__init__(options, spec)
+        self.register_buffer("slots", slot_table(*spec.grid), persistent=False)
+        slot_count = self.slots.shape[1]
+        in_channels = (slot_count * spec.levels + spec.num_slices * spec.cond_levels) * spec.channels
+        in_channels += options.position_units
+        self.position = nn.Embedding(spec.num_slices, options.position_units)
+        pad = options.filter_size // 2
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels if i == 0 else options.channels, options.channels, options.filter_size, padding=pad)
+            for i in range(options.conv_layers)
+        )
+        self.attention = None
+        if options.attention_layers:
+            self.to_attention = nn.Conv2d(options.channels, options.attention_channels, 1)
+            self.attention = nn.ModuleList(TransformerBlock(options.attention_channels, options.heads, causal=False)
+                                           for _ in range(options.attention_layers))
+            self.from_attention = nn.Conv2d(options.attention_channels, options.channels, 1)
+        self.residual = nn.ModuleList(ResidualBlock(options.channels, options.residual_channels)
+                                      for _ in range(options.residual_blocks))
+
+    @property
+    def out_channels(self) -> int:
+        return self.options.channels
+
+    def stack(self, slices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """slices ``[B, N, L, C, h, w]``, target ``[B]`` -> ``[B, K*L*C, h, w]``: slot ``k`` holds
+        the slice at offset ``k`` from the target, or zeros."""
+        b, n, levels, c, h, w = slices.shape
+        padded = torch.cat([slices, slices.new_zeros(b, 1, levels, c, h, w)], dim=1)
+        chosen = padded[torch.arange(b, device=slices.device).view(b, 1), self.slots[target]]
+        return chosen.reshape(b, -1, h, w)
+
+    def forward(self, slices: torch.Tensor, target: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """slices ``[B, N, L, C, h, w]``, target ``[B]`` long, cond ``[B, N, Lc, C, h, w]`` or
+        None -> context map ``[B, D, h, w]``."""
+        b, _, _, _, h, w = slices.shape
+        inputs = [self.stack(slices, target)]
+        if cond is not None:
+            inputs.append(cond.reshape(b, -1, h, w))
+        inputs.append(self.position(target).view(b, -1, 1, 1).expand(-1, -1, h, w))
+        x = torch.cat(inputs, dim=1)
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        if self.attention is not None:
+            tokens = self.to_attention(x).flatten(2).transpose(1, 2)
+            for block in self.attention:
+                tokens = block(tokens)
+            x = x + self.from_attention(tokens.transpose(1, 2).reshape(b, -1, h, w))
+        for block in self.residual:
+            x = block(x)
+        return x
+
+
+@hookimpl
+def spnkit_register_encoders(register):
+    register("slice_embedder", SliceEmbedder)
