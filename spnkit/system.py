@@ -153,7 +153,9 @@ class Pipeline(nn.Module):
         self.stages = nn.ModuleDict(stages)
         self.placements = dict(placements)
 
-    def _view(self, name: str, planes: list[torch.Tensor]):
+    def stage_inputs(self, name: str, planes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What stage ``name`` sees of an image's planes: (its target ``[B, C, H', W']``, the
+        more significant bits or None), at the stage's resolution."""
         plane, down = self.placements[name]
         target = planes[plane][..., ::down, ::down]
         cond = self.quantizer.conditioning(planes[:plane])[..., ::down, ::down] if plane else None
@@ -162,7 +164,7 @@ class Pipeline(nn.Module):
     def log_prob(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x [B, C, H, W]`` long -> ``{stage: [B] nats}``; the system's is their sum."""
         planes = self.quantizer.encode(x)
-        return {name: stage.log_prob(*self._view(name, planes)) for name, stage in self.stages.items()}
+        return {name: stage.log_prob(*self.stage_inputs(name, planes)) for name, stage in self.stages.items()}
 
     def bits_per_dim(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each stage's share of the system's bits/dim, ``{stage: [B]}`` (dims of the whole image)."""
@@ -178,7 +180,7 @@ class Pipeline(nn.Module):
         planes = [torch.zeros(batch, *image_shape, dtype=torch.long, device=device) for _ in self.quantizer.plane_bits]
         for name, stage in self.stages.items():
             plane, down = self.placements[name]
-            prefix, cond = self._view(name, planes)
+            prefix, cond = self.stage_inputs(name, planes)
             drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)
