@@ -4,12 +4,15 @@ never a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
 from spnkit import build, plugins
+from spnkit.data.sources import DataError
 from spnkit.recipe import RecipeError
 
 USER_ERROR = 2
@@ -81,6 +84,66 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(_resolved(args).to_toml(), end="")
 
 
+def _out(args: argparse.Namespace, resolved: build.Resolved) -> Path:
+    from spnkit.engine.run import default_folder
+
+    return Path(args.out) if args.out else default_folder(resolved, args.recipe)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from spnkit.engine import evaluate, run
+
+    resolved = _resolved(args)
+    out = _out(args, resolved)
+    summary = run.run(resolved, out, progress=not args.quiet)
+    print(evaluate.describe(summary))
+    print(f"wrote {out / 'summary.json'}, {out / 'samples.png'}, {out / 'curves.png'}, {out / 'metrics.jsonl'}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from spnkit.engine import run
+
+    resolved = _resolved(args)
+    stages = args.stage or None
+    for name in stages or []:
+        if name not in resolved.recipe.stages:
+            raise UserError(f"--stage: unknown stage {name!r}; the recipe has {', '.join(resolved.recipe.stages)}")
+    out = _out(args, resolved)
+    run.train(resolved, out, stages, progress=not args.quiet)
+    print(f"checkpoints in {out / 'stages'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from spnkit.engine import evaluate, run
+    from spnkit.engine.train import load_trained
+
+    resolved = _resolved(args)
+    result = run.evaluation(resolved, load_trained(resolved, _out(args, resolved)), progress=not args.quiet)
+    print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from spnkit.engine import images, run
+    from spnkit.engine.train import load_trained
+
+    resolved = _resolved(args)
+    out = _out(args, resolved)
+    complete = None
+    if args.complete:
+        data = resolved.recipe.data
+        try:
+            complete = images.load_image(Path(args.complete), data.channels)
+        except OSError as exc:
+            raise UserError(f"--complete: cannot read {args.complete} ({exc})") from None
+        if complete.shape[1:] != (data.height, data.width):
+            raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
+                            f"the recipe's images are {data.width}x{data.height}")
+    drawn = run.sample(resolved, load_trained(resolved, out), args.count, args.temperature, complete, args.seed)
+    target = Path(args.output) if args.output else out / "samples.png"
+    images.save_grid(drawn, target)
+    print(f"wrote {target}")
+
+
 def _table(rows: list[tuple]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
@@ -105,6 +168,27 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("recipe", help="path to a TOML recipe")
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a recipe field (VALUE is TOML)")
         sub.set_defaults(func=func)
+
+    for name, func, text in [("run", cmd_run, "train every stage (or resume), evaluate, sample"),
+                             ("train", cmd_train, "train stages (or resume)"),
+                             ("eval", cmd_eval, "exact test bits/dim of trained stages"),
+                             ("sample", cmd_sample, "sample a PNG grid from trained stages")]:
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("recipe", help="path to a TOML recipe")
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a recipe field (VALUE is TOML)")
+        sub.add_argument("--out", help="output folder (default: runs/NAME)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.set_defaults(func=func)
+        if name == "train":
+            sub.add_argument("--stage", action="append", help="train only this stage (repeatable)")
+        if name == "eval":
+            sub.add_argument("--json", action="store_true", help="print the result as JSON")
+        if name == "sample":
+            sub.add_argument("--count", type=int, default=16, help="number of images")
+            sub.add_argument("--temperature", type=float, help="divide every stage's logits by this")
+            sub.add_argument("--complete", metavar="IMAGE", help="keep the top half of this PNG, sample the rest")
+            sub.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
+            sub.add_argument("--output", help="PNG path (default: OUT/samples.png)")
     return top
 
 
@@ -116,9 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return USER_ERROR
-    except UserError as exc:
+    except (UserError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR
+    except Exception as exc:
+        from spnkit.engine.train import RecipeMismatch
+
+        if isinstance(exc, (RecipeMismatch, FileNotFoundError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return USER_ERROR
+        raise
     return 0
 
 

@@ -207,10 +207,12 @@ class SliceDecoder(nn.Module, abc.ABC):
         noise: torch.Tensor,
         context: torch.Tensor | None = None,
         temperature: float = 1.0,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reference sampling: one full forward pass per subpixel.
 
         noise: ``[B, L, C, h, w]`` Gumbel noise from ``sampling.gumbel_noise``.
+        given: ``[B, C, h, w]`` long, values to keep (``-1``: sample), or None.
         Returns ``[B, C, h, w]`` long.
         """
         spec = self.spec
@@ -220,9 +222,8 @@ class SliceDecoder(nn.Module, abc.ABC):
             for col in range(spec.width):
                 for channel in range(spec.channels):
                     logits = self(one_hot(x, spec.levels, noise.dtype), context)
-                    x[:, channel, row, col] = sampling.draw(
-                        logits[:, :, channel, row, col], noise[:, :, channel, row, col], temperature
-                    )
+                    drawn = sampling.draw(logits[:, :, channel, row, col], noise[:, :, channel, row, col], temperature)
+                    x[:, channel, row, col] = sampling.keep_given(drawn, given, (channel, row, col))
         return x
 
     def sample(
@@ -230,12 +231,13 @@ class SliceDecoder(nn.Module, abc.ABC):
         noise: torch.Tensor,
         context: torch.Tensor | None = None,
         temperature: float = 1.0,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampling entry point; decoders with a cached fast path override this.
 
         Must draw exactly what ``sample_reference`` draws for the same noise.
         """
-        return self.sample_reference(noise, context, temperature)
+        return self.sample_reference(noise, context, temperature, given)
 
 
 class Stage(nn.Module, abc.ABC):
@@ -286,5 +288,7 @@ class Stage(nn.Module, abc.ABC):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         reference: bool = False,
+        given: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draw ``[B, C, H, W]`` long; ``prefix`` supplies the given slices."""
+        """Draw ``[B, C, H, W]`` long; ``prefix`` supplies the given slices; ``given``
+        ``[B, C, H, W]`` long holds subpixels to keep (``-1``: sample), for completion."""

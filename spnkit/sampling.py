@@ -24,3 +24,11 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) ->
     Logits are divided by ``temperature`` (the paper samples its first stage at 0.99).
     """
     return torch.argmax(logits / temperature + noise, dim=1)
+
+
+def keep_given(drawn: torch.Tensor, given: torch.Tensor | None, index: tuple) -> torch.Tensor:
+    """``drawn [B]`` where ``given[:, *index]`` is ``-1`` (or ``given`` is None), else the given value."""
+    if given is None:
+        return drawn
+    value = given[(slice(None), *index)]
+    return torch.where(value >= 0, value, drawn)

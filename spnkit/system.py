@@ -117,7 +117,7 @@ class AutoregressiveStage(Stage):
     @torch.no_grad()
     def sample(self, batch: int, cond: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
-               reference: bool = False) -> torch.Tensor:
+               reference: bool = False, given: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
         device = next(self.decoder.parameters()).device
         shape = (batch, self.num_slices, self.levels, self.channels, self.slice_height, self.slice_width)
@@ -129,11 +129,12 @@ class AutoregressiveStage(Stage):
                 raise ValueError(f"this stage needs its first {self.given_slices} slice(s) as a prefix")
             slices[:, : self.given_slices] = self.ordering.to_slices(prefix)[:, : self.given_slices]
         cond_slices = self._cond_slices(cond, dtype)
+        given_slices = None if given is None else self.ordering.to_slices(given)
         draw = self.decoder.sample_reference if reference else self.decoder.sample
         for t in range(self.given_slices, self.num_slices):
             index = torch.full((batch,), t, dtype=torch.long, device=device)
             context = self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, cond_slices)
-            slices[:, t] = draw(noise[:, t], context, temperature)
+            slices[:, t] = draw(noise[:, t], context, temperature, None if given is None else given_slices[:, t])
         return self.ordering.from_slices(slices, self.height, self.width)
 
 
@@ -173,14 +174,27 @@ class Pipeline(nn.Module):
 
     @torch.no_grad()
     def sample(self, batch: int, image_shape: tuple[int, int, int], temperatures: dict[str, float] | None = None,
-               generator: torch.Generator | None = None, reference: bool = False) -> torch.Tensor:
-        """Draw ``[B, C, H, W]`` long images through every stage."""
+               generator: torch.Generator | None = None, reference: bool = False,
+               known: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw ``[B, C, H, W]`` long images through every stage.
+
+        Completion: ``known [B, C, H, W]`` long with ``mask [B, C, H, W]`` bool marks subpixels to
+        keep; the rest is sampled (exactly from the conditional when the kept subpixels come
+        first in the order of generation, e.g. given bit planes or slices; otherwise each
+        sampled subpixel still conditions on every kept one that precedes it).
+        """
         temperatures = temperatures or {}
         device = next(self.parameters()).device
         planes = [torch.zeros(batch, *image_shape, dtype=torch.long, device=device) for _ in self.quantizer.plane_bits]
+        known_planes = None if known is None else self.quantizer.encode(known.to(device))
         for name, stage in self.stages.items():
             plane, down = self.placements[name]
+            if known_planes is not None:
+                planes[plane] = torch.where(mask.to(device), known_planes[plane], planes[plane])
             prefix, cond = self.stage_inputs(name, planes)
-            drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference)
+            given = None
+            if known_planes is not None:
+                given = torch.where(mask.to(device), known_planes[plane], -1)[..., ::down, ::down]
+            drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference, given)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)

@@ -1,0 +1,1 @@
+"""Data sources: where images come from, as ``[N, C, H, W]`` uint8 arrays."""

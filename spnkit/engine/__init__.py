@@ -1,0 +1,1 @@
+"""Training, evaluation, sampling and checkpoints for stages and pipelines."""

@@ -1,0 +1,81 @@
+"""The main job: train every stage (resuming), evaluate exactly, sample, and write the results.
+
+Output folder layout::
+
+    OUT/stages/NAME/checkpoint.pt   (and checkpoint.prev.pt)
+    OUT/metrics.jsonl   OUT/curves.png   OUT/samples.png   OUT/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spnkit import build
+from spnkit.data.sources import load_split
+from spnkit.engine import evaluate, images
+from spnkit.engine.train import StageTrainer, load_trained
+from spnkit.system import Pipeline
+
+
+def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:
+    return Path("runs") / (resolved.recipe.name or Path(recipe_path).stem)
+
+
+def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, progress: bool = True) -> str:
+    """Train the named stages (default: all, in order); returns where the data came from."""
+    split = load_split(resolved.recipe.data, "train")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in stages or list(resolved.recipe.stages):
+        trainer = StageTrainer(resolved, name, split.images, out / "stages" / name)
+        trainer.train(metrics=out / "metrics.jsonl", progress=progress)
+    return split.origin
+
+
+def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = True) -> dict:
+    split = load_split(resolved.recipe.data, "test")
+    limit = resolved.recipe.eval.max_images or len(split.images)
+    result = evaluate.bits_per_dim(pipeline, split.images[:limit], resolved.recipe.eval.batch_size, progress)
+    return {**result, "test_data": split.origin}
+
+
+def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
+           complete: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+    """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
+    ``[C, H, W]``) keeps its top half and samples the rest."""
+    recipe = resolved.recipe
+    data = recipe.data
+    temperatures = {name: temperature or stage.temperature for name, stage in recipe.stages.items()}
+    generator = torch.Generator().manual_seed(recipe.seed if seed is None else seed)
+    known = mask = None
+    if complete is not None:
+        known = torch.from_numpy(complete).long().expand(count, -1, -1, -1)
+        mask = torch.zeros_like(known, dtype=torch.bool)
+        mask[..., : data.height // 2, :] = True
+    drawn = pipeline.sample(count, (data.channels, data.height, data.width), temperatures, generator,
+                            known=known, mask=mask)
+    return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def run(resolved: build.Resolved, out: Path, progress: bool = True) -> dict:
+    """Train, evaluate, sample; writes summary.json, samples.png and curves.png into ``out``."""
+    started = time.perf_counter()
+    origin = train(resolved, out, progress=progress)
+    pipeline = load_trained(resolved, out)
+    result = evaluation(resolved, pipeline, progress)
+    images.save_grid(sample(resolved, pipeline, resolved.recipe.sample.count), out / "samples.png")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    images.plot_curves(records, out / "curves.png")
+    summary = {
+        **result,
+        "train_data": origin,
+        "steps": resolved.recipe.train.steps,
+        "parameters": {name: sum(p.numel() for p in stage.parameters()) for name, stage in pipeline.stages.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

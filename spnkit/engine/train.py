@@ -1,0 +1,186 @@
+"""Training one stage: RMSProp, Polyak averaging, a piecewise-constant learning rate, gradient
+clipping, atomic checkpoints and exact resume.
+
+Every stage trains on its own, teacher-forced from the real images (its conditioning is the
+image's more significant bits and given slices), so stages can be trained in any order or
+in separate processes; each keeps its checkpoints in its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from spnkit import build
+from spnkit.engine import checkpoint
+from spnkit.recipe import TrainConfig
+from spnkit.system import AutoregressiveStage, Pipeline
+
+
+class RecipeMismatch(Exception):
+    """A checkpoint was trained from a different recipe for this stage."""
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Piecewise constant: ``learning_rate[k]`` from ``lr_milestones[k-1]`` on."""
+    passed = sum(step >= milestone for milestone in config.lr_milestones)
+    return config.learning_rate[min(passed, len(config.learning_rate) - 1)]
+
+
+def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
+    """What a stage's weights depend on: its table, the data's shape and the quantizer."""
+    raw = resolved.to_dict()
+    return json.dumps({"stage": raw["stages"][name], "quantizer": raw["quantizer"],
+                       "data": {k: raw["data"][k] for k in ("height", "width", "channels", "bits")}}, sort_keys=True)
+
+
+class StageTrainer:
+    """Owns one stage's model, EMA copy, optimizer, data position and random streams."""
+
+    def __init__(self, resolved: build.Resolved, name: str, images: np.ndarray, folder: Path) -> None:
+        self.resolved, self.name, self.images, self.folder = resolved, name, images, folder
+        recipe = resolved.recipe
+        self.config = recipe.train
+        self.seed = recipe.seed * 1000 + list(recipe.stages).index(name)
+        torch.manual_seed(self.seed)
+        self.stage: AutoregressiveStage = build.build_stage(resolved, name)
+        config = recipe.stages[name]
+        self.view = Pipeline(resolved.quantizer(), {name: self.stage}, {name: (config.plane, config.downsample)})
+        self.ema = AveragedModel(self.stage, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema))
+        self.optimizer = torch.optim.RMSprop(self.stage.parameters(), lr=self.config.learning_rate[0],
+                                             alpha=self.config.decay, eps=self.config.eps,
+                                             momentum=self.config.momentum)
+        self.slice_generator = torch.Generator().manual_seed(self.seed + 1)
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.order = self._order()
+        self._resume()
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _order(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return torch.randperm(len(self.images), generator=generator)
+
+    def _next_batch(self) -> torch.Tensor:
+        size = self.config.batch_size
+        if self.position + size > len(self.order):  # equal batches only: start the next epoch
+            self.epoch, self.position = self.epoch + 1, 0
+            self.order = self._order()
+        index = self.order[self.position : self.position + size]
+        self.position += size
+        return torch.from_numpy(self.images[index.numpy()]).long()
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "stage": self.name,
+            "fingerprint": stage_fingerprint(self.resolved, self.name),
+            "recipe": self.resolved.to_toml(),
+            "plugins": plugin_versions(self.resolved),
+            "model": self.stage.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "slice_generator": self.slice_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _resume(self) -> None:
+        state = checkpoint.load(self.folder)
+        if state is None:
+            return
+        if state["fingerprint"] != stage_fingerprint(self.resolved, self.name):
+            raise RecipeMismatch(f"{self.folder} holds stage {self.name!r} of a different recipe; "
+                                 "use another --out folder or delete it")
+        self.stage.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.slice_generator.set_state(state["slice_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.order = self._order()
+
+    def save(self) -> None:
+        checkpoint.save(self.state(), self.folder)
+
+    # -- training -------------------------------------------------------------------------
+
+    def train_step(self) -> torch.Tensor:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
+        target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(self._next_batch()))
+        loss = self.stage.loss(target, cond, self.slice_generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.stage.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.ema.update_parameters(self.stage)
+        self.step += 1
+        return loss.detach()
+
+    def train(self, metrics: Path | None = None, progress: bool = True, until: int | None = None) -> None:
+        """Train up to ``until`` (default: ``train.steps``), checkpointing as configured."""
+        until = self.config.steps if until is None else until
+        bar = tqdm(total=until, initial=self.step, desc=f"train {self.name}", disable=not progress,
+                   dynamic_ncols=True)
+        started, images_seen = time.perf_counter(), 0
+        writer = _tensorboard(metrics.parent / "tensorboard" if metrics else None)
+        while self.step < until:
+            loss = self.train_step()
+            images_seen += self.config.batch_size
+            if self.step % self.config.log_every == 0 or self.step == until:
+                record = {"stage": self.name, "step": self.step, "loss": loss.item(),
+                          "bits_per_dim": loss.item() / math.log(2), "lr": learning_rate(self.config, self.step - 1),
+                          "images_per_second": images_seen / max(time.perf_counter() - started, 1e-9)}
+                bar.set_postfix(bpd=f"{record['bits_per_dim']:.3f}", img_s=f"{record['images_per_second']:.0f}")
+                if metrics is not None:
+                    with metrics.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    writer.add_scalar(f"{self.name}/bits_per_dim", record["bits_per_dim"], self.step)
+            if self.step % self.config.checkpoint_every == 0 or self.step == until:
+                self.save()
+            bar.update(1)
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+
+def _tensorboard(folder: Path | None):
+    """A TensorBoard writer when tensorboard is installed, else None."""
+    if folder is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
+
+def plugin_versions(resolved: build.Resolved) -> dict[str, str]:
+    return {f"{c.entry.kind}:{c.entry.name}": f"{c.entry.provider.distribution} {c.entry.provider.version}"
+            for c in resolved.components.values()}
+
+
+def load_trained(resolved: build.Resolved, out: Path) -> Pipeline:
+    """The pipeline with every stage's Polyak-averaged weights from ``out/stages/NAME``."""
+    pipeline = build.build_pipeline(resolved)
+    for name, stage in pipeline.stages.items():
+        state = checkpoint.load(out / "stages" / name)
+        if state is None:
+            raise FileNotFoundError(f"no checkpoint for stage {name!r} in {out / 'stages' / name}; train it first")
+        if state["fingerprint"] != stage_fingerprint(resolved, name):
+            raise RecipeMismatch(f"{out / 'stages' / name} holds stage {name!r} of a different recipe")
+        averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+        stage.load_state_dict(averaged)
+    return pipeline.eval()
