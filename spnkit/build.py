@@ -83,7 +83,9 @@ def _components(raw: dict, registry: Registry) -> tuple[dict[str, Component], li
     if isinstance(stages, dict):
         for name, stage in stages.items():
             if isinstance(stage, dict):
-                tables += [(f"stages.{name}.{key}", kind, stage.get(key)) for key, kind in STAGE_COMPONENTS.items()]
+                defaults = {"ordering": {"plugin": "raster"}}
+                tables += [(f"stages.{name}.{key}", kind, stage.get(key, defaults.get(key)))
+                           for key, kind in STAGE_COMPONENTS.items()]
     for path, kind, table in tables:
         component, issues = _component(table, kind, path, registry)
         problems += issues

@@ -1,0 +1,139 @@
+"""Training engine: exact resume after SIGKILL, damaged checkpoints, the CLI's main job."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tomli_w
+import torch
+
+from spnkit import cli
+from spnkit.engine import checkpoint
+
+ENCODER = {"plugin": "slice_embedder", "conv_layers": 1, "channels": 4, "attention_layers": 0,
+           "residual_blocks": 1, "residual_channels": 4}
+DECODER = {"plugin": "gated_pixelcnn", "layers": 1, "channels": 4, "residual_channels": 4}
+RECIPE = {
+    "name": "tiny",
+    "seed": 3,
+    "data": {"source": "fashion_mnist_embedded", "height": 28, "width": 28, "channels": 1, "bits": 8},
+    "quantizer": {"plugin": "depth_split", "splits": [3, 5]},
+    "stages": {
+        "low": {"plane": 0, "ordering": {"plugin": "subscale", "factor": 2}, "encoder": ENCODER, "decoder": DECODER},
+        "high": {"plane": 1, "conditions_on": ["low"], "ordering": {"plugin": "subscale", "factor": 2},
+                 "encoder": ENCODER, "decoder": DECODER},
+    },
+    "train": {"steps": 40, "batch_size": 8, "learning_rate": [1e-3, 5e-4], "lr_milestones": [20],
+              "ema": 0.9, "log_every": 5, "checkpoint_every": 5},
+    "eval": {"batch_size": 50, "max_images": 100},
+    "sample": {"count": 4},
+}
+
+
+@pytest.fixture
+def recipe_path(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(tomli_w.dumps(RECIPE))
+    return path
+
+
+def spnkit(*args) -> subprocess.Popen:
+    env = {**os.environ, "SPNKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess.Popen([sys.executable, "-m", "spnkit.cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def states(folder: Path) -> dict:
+    return torch.load(folder / "checkpoint.pt", weights_only=True)
+
+
+def test_resume_after_sigkill_is_bitwise_identical(recipe_path, tmp_path):
+    steps = "train.steps=120"
+    whole = spnkit("train", recipe_path, steps, "--stage", "low", "--out", tmp_path / "whole", "--quiet")
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+
+    killed = spnkit("train", recipe_path, steps, "--stage", "low", "--out", tmp_path / "killed", "--quiet")
+    folder = tmp_path / "killed" / "stages" / "low"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = checkpoint.load(folder) if (folder / "checkpoint.pt").exists() else None
+        if state is not None and state["step"] >= 40:
+            break
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    interrupted_at = checkpoint.load(folder)["step"]
+    assert 40 <= interrupted_at < 120, "the run must be killed mid-training"
+
+    resumed = spnkit("train", recipe_path, steps, "--stage", "low", "--out", tmp_path / "killed", "--quiet")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    a, b = states(tmp_path / "whole" / "stages" / "low"), states(folder)
+    assert a["step"] == b["step"] == 120
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
+    assert torch.equal(a["slice_generator"], b["slice_generator"])
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(recipe_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", str(recipe_path), "--stage", "low", "--out", str(out), "--quiet", "train.steps=10"]) == 0
+    folder = out / "stages" / "low"
+    latest = folder / "checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"checkpoint .*checkpoint.pt is unreadable"):
+        state = checkpoint.load(folder)
+    assert state["step"] == 5
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert cli.main(["train", str(recipe_path), "--stage", "low", "--out", str(out), "--quiet", "train.steps=10"]) == 0
+    assert checkpoint.load(folder)["step"] == 10
+
+
+def test_run_writes_summary_samples_curves_and_metrics(recipe_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", str(recipe_path), "--out", str(out), "--quiet", "train.steps=6"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stages"]) == {"low", "high"}
+    assert summary["test_bits_per_dim"] == pytest.approx(sum(summary["stages"].values()))
+    assert summary["images"] == 100 and "embedded" in summary["test_data"]
+    assert f"{summary['test_bits_per_dim']:.4f}" in printed
+    for name in ("samples.png", "curves.png", "metrics.jsonl"):
+        assert (out / name).stat().st_size > 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records} == {"low", "high"}
+
+    assert cli.main(["eval", str(recipe_path), "--out", str(out), "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_bits_per_dim"] == pytest.approx(summary["test_bits_per_dim"])
+
+    from spnkit.data.sources import EMBEDDED
+    from spnkit.data.idx import read_idx
+    from PIL import Image
+
+    source = tmp_path / "garment.png"
+    Image.fromarray(read_idx(EMBEDDED / "t10k-images-idx3-ubyte.gz")[0]).save(source)
+    target = tmp_path / "completed.png"
+    assert cli.main(["sample", str(recipe_path), "--out", str(out), "--count", "2", "--complete", str(source),
+                     "--output", str(target)]) == 0
+    assert target.exists()
+
+
+def test_recipe_change_is_refused_on_resume(recipe_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", str(recipe_path), "--stage", "low", "--out", str(out), "--quiet", "train.steps=2"]) == 0
+    assert cli.main(["train", str(recipe_path), "--stage", "low", "--out", str(out), "--quiet",
+                     "stages.low.decoder.layers=2"]) == 2
+    assert "different recipe" in capsys.readouterr().err
+
+
+def test_paper_recipe_without_its_data_is_one_error_line(capsys):
+    recipe = Path(__file__).parents[1] / "recipes" / "celebahq256.toml"
+    assert cli.main(["run", str(recipe), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: data.train: 100 of 100 shards not found: data/celebahq256/train-000000.tar")
