@@ -138,7 +138,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
         if complete.shape[1:] != (data.height, data.width):
             raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
                             f"the recipe's images are {data.width}x{data.height}")
-    drawn = run.sample(resolved, load_trained(resolved, out), args.count, args.temperature, complete, args.seed)
+    pipeline = load_trained(resolved, out)
+    try:
+        pipeline.completion_masks(args.keep, (resolved.recipe.data.channels, 2, 2))
+    except ValueError as exc:
+        raise UserError(f"--keep: {exc}") from None
+    drawn = run.sample(resolved, pipeline, args.count, args.temperature, complete, args.seed, args.keep)
     target = Path(args.output) if args.output else out / "samples.png"
     images.save_grid(drawn, target)
     print(f"wrote {target}")
@@ -186,7 +191,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "sample":
             sub.add_argument("--count", type=int, default=16, help="number of images")
             sub.add_argument("--temperature", type=float, help="divide every stage's logits by this")
-            sub.add_argument("--complete", metavar="IMAGE", help="keep the top half of this PNG, sample the rest")
+            sub.add_argument("--complete", metavar="IMAGE", help="keep part of this PNG (see --keep), sample the rest")
+            sub.add_argument("--keep", default="top",
+                             help="with --complete: top (half), planes:K (most significant bit planes), slices:N")
             sub.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
             sub.add_argument("--output", help="PNG path (default: OUT/samples.png)")
     return top

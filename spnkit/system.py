@@ -175,13 +175,14 @@ class Pipeline(nn.Module):
     @torch.no_grad()
     def sample(self, batch: int, image_shape: tuple[int, int, int], temperatures: dict[str, float] | None = None,
                generator: torch.Generator | None = None, reference: bool = False,
-               known: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+               known: torch.Tensor | None = None, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Draw ``[B, C, H, W]`` long images through every stage.
 
-        Completion: ``known [B, C, H, W]`` long with ``mask [B, C, H, W]`` bool marks subpixels to
-        keep; the rest is sampled (exactly from the conditional when the kept subpixels come
-        first in the order of generation, e.g. given bit planes or slices; otherwise each
-        sampled subpixel still conditions on every kept one that precedes it).
+        Completion: ``known [B, C, H, W]`` long is an image whose bit planes are kept where
+        ``masks[p] [B, C, H, W]`` bool (one mask per plane) is set; the rest is sampled. That is
+        exactly the conditional when the kept variables come first in the order of generation
+        (given bit planes or given slices); otherwise (e.g. a top half under a subscale
+        ordering) each sampled subpixel conditions on every kept one before it.
         """
         temperatures = temperatures or {}
         device = next(self.parameters()).device
@@ -190,11 +191,33 @@ class Pipeline(nn.Module):
         for name, stage in self.stages.items():
             plane, down = self.placements[name]
             if known_planes is not None:
-                planes[plane] = torch.where(mask.to(device), known_planes[plane], planes[plane])
+                planes[plane] = torch.where(masks[plane].to(device), known_planes[plane], planes[plane])
             prefix, cond = self.stage_inputs(name, planes)
             given = None
             if known_planes is not None:
-                given = torch.where(mask.to(device), known_planes[plane], -1)[..., ::down, ::down]
+                given = torch.where(masks[plane].to(device), known_planes[plane], -1)[..., ::down, ::down]
             drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference, given)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)
+
+    def completion_masks(self, keep: str, image_shape: tuple[int, int, int]) -> list[torch.Tensor]:
+        """Per-plane ``[C, H, W]`` bool masks for ``keep``: ``"top"`` (the top half of every
+        plane), ``"planes:K"`` (the K most significant planes) or ``"slices:N"`` (the first N
+        slices of every stage's ordering)."""
+        kind, _, count = keep.partition(":")
+        planes = len(self.quantizer.plane_bits)
+        masks = [torch.zeros(image_shape, dtype=torch.bool) for _ in range(planes)]
+        if kind == "top" and not count:
+            for mask in masks:
+                mask[:, : image_shape[1] // 2] = True
+        elif kind == "planes" and count.isdigit() and int(count) < planes:
+            for mask in masks[: int(count)]:
+                mask[:] = True
+        elif kind == "slices" and count.isdigit():
+            for name, stage in self.stages.items():
+                plane, down = self.placements[name]
+                first = int(count) * stage.channels * stage.slice_height * stage.slice_width
+                masks[plane][:, ::down, ::down] |= stage.ranks() < first
+        else:
+            raise ValueError(f"keep: expected top, planes:K (K < {planes}) or slices:N, got {keep!r}")
+        return masks

@@ -66,22 +66,45 @@ def test_samples_match_model_probabilities(raw):
     levels = 2 ** data["bits"]
     weights = levels ** torch.arange(images[0].numel() - 1, -1, -1)
     index = (draws.view(len(draws), -1) * weights).sum(1)  # same numbering as all_images
-    observed = torch.bincount(index, minlength=len(images)).double()
-    expected = probs * len(draws)
-    keep = expected >= 5  # pool the rare images into one bin, as the test requires
+    assert_chi_square_fits(torch.bincount(index, minlength=len(images)).double(), probs * len(draws))
+
+
+def assert_chi_square_fits(observed: torch.Tensor, expected: torch.Tensor) -> None:
+    """Pearson's chi-square, rare cells (expected < 5) pooled into one; the bound
+    dof + 3.3 * sqrt(2 dof) + 10 lies above the 0.999 quantile for these degrees of freedom."""
+    keep = expected >= 5
     chi2 = (((observed[keep] - expected[keep]) ** 2) / expected[keep]).sum()
     rest_o, rest_e = observed[~keep].sum(), expected[~keep].sum()
     if rest_e > 0:
         chi2 += (rest_o - rest_e) ** 2 / rest_e
     dof = int(keep.sum()) + int(rest_e > 0) - 1
-    # the 0.999 quantile of chi-square is below dof + 3.3 * sqrt(2 dof) + 10 for these dof
     assert chi2 < dof + 3.3 * (2 * dof) ** 0.5 + 10, (chi2.item(), dof)
 
 
-def test_completion_keeps_the_given_subpixels():
+@pytest.mark.parametrize("keep", ["top", "planes:1", "slices:1", "slices:2"])
+def test_completion_keeps_what_it_is_given(keep):
     pipeline = pipeline_of(THREE_STAGES)
-    known = torch.randint(0, 4, (5, 1, 2, 4))
-    mask = torch.zeros_like(known, dtype=torch.bool)
-    mask[..., 0, :] = True
-    out = pipeline.sample(5, (1, 2, 4), known=known, mask=mask, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out[..., 0, :], known[..., 0, :])
+    known = torch.randint(0, 4, (6, 1, 2, 4))
+    masks = [m.expand(6, -1, -1, -1) for m in pipeline.completion_masks(keep, (1, 2, 4))]
+    out = pipeline.sample(6, (1, 2, 4), known=known, masks=masks, generator=torch.Generator().manual_seed(0))
+    for plane, (drawn, given) in enumerate(zip(pipeline.quantizer.encode(out), pipeline.quantizer.encode(known))):
+        assert torch.equal(drawn[masks[plane]], given[masks[plane]])
+        assert masks[plane].any() or keep == "planes:1"
+
+
+def test_completion_of_given_bit_planes_is_the_exact_conditional():
+    """Keeping the most significant plane, the completions of one image follow
+    p(low bits | high bits) of the model (chi-square over the 16 completions)."""
+    pipeline = pipeline_of(TWO_STAGES)
+    image = torch.tensor([[[[3, 0], [2, 1]]]])
+    masks = [m.expand(4000, -1, -1, -1) for m in pipeline.completion_masks("planes:1", (1, 2, 2))]
+    out = pipeline.sample(4000, (1, 2, 2), known=image.expand(4000, -1, -1, -1), masks=masks,
+                          generator=torch.Generator().manual_seed(2))
+    high = pipeline.quantizer.encode(image)[0]
+    candidates = testing.all_images(2, 1, 2, 2)  # every low plane
+    full = pipeline.quantizer.decode([high.expand(16, -1, -1, -1), candidates])
+    with torch.no_grad():
+        probs = pipeline.log_prob(full)["high"].double().exp()
+    low = pipeline.quantizer.encode(out)[1].view(4000, -1)
+    observed = torch.bincount((low * torch.tensor([8, 4, 2, 1])).sum(1), minlength=16).double()
+    assert_chi_square_fits(observed, probs / probs.sum() * 4000)

@@ -25,7 +25,7 @@ def save_grid(images: np.ndarray, path: Path, columns: int | None = None, scale:
 def load_image(path: Path, channels: int) -> np.ndarray:
     """A PNG as ``[C, H, W]`` uint8 (converted to grayscale or RGB)."""
     with Image.open(path) as image:
-        array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        array = np.array(image.convert("L" if channels == 1 else "RGB"))
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 

@@ -44,20 +44,19 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
 
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
-           complete: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+           complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top") -> np.ndarray:
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
-    ``[C, H, W]``) keeps its top half and samples the rest."""
+    ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest."""
     recipe = resolved.recipe
     data = recipe.data
     temperatures = {name: temperature or stage.temperature for name, stage in recipe.stages.items()}
     generator = torch.Generator().manual_seed(recipe.seed if seed is None else seed)
-    known = mask = None
+    shape = (data.channels, data.height, data.width)
+    known = masks = None
     if complete is not None:
         known = torch.from_numpy(complete).long().expand(count, -1, -1, -1)
-        mask = torch.zeros_like(known, dtype=torch.bool)
-        mask[..., : data.height // 2, :] = True
-    drawn = pipeline.sample(count, (data.channels, data.height, data.width), temperatures, generator,
-                            known=known, mask=mask)
+        masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
+    drawn = pipeline.sample(count, shape, temperatures, generator, known=known, masks=masks)
     return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
 
 
