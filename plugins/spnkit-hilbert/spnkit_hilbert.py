@@ -9,7 +9,6 @@ convolutional decoder fail validation.
 
 from __future__ import annotations
 
-import attrs
 import torch
 
 import spnkit
