@@ -7,11 +7,13 @@ from __future__ import annotations
 import attrs
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from spnkit.builtin.caches import AttentionCache, GatedCache, PixelInputs, sample_slice
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, pixels_as_features
 from spnkit.hookspecs import hookimpl
 from spnkit.interfaces import SliceDecoder, SliceSpec
-from spnkit.nn.attention import TransformerBlock
+from spnkit.nn.attention import TransformerBlock, divides
 
 _positive = attrs.validators.ge(1)
 
@@ -19,7 +21,7 @@ _positive = attrs.validators.ge(1)
 @attrs.frozen
 class MaskedTransformerOptions:
     layers: int = attrs.field(default=2, validator=_positive)
-    heads: int = attrs.field(default=4, validator=_positive)
+    heads: int = attrs.field(default=4, validator=[_positive, divides("channels")])
     channels: int = attrs.field(default=64, validator=_positive)
     ff_multiplier: int = attrs.field(default=4, validator=_positive)
 
@@ -80,6 +82,49 @@ class MaskedTransformer(SliceDecoder):
         logits = self.head(features.unsqueeze(2) + within + self.channel)  # [B, h*w, C, L]
         return logits.permute(0, 3, 2, 1).reshape(b, levels, c, h, w)
 
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
+               given: torch.Tensor | None = None) -> torch.Tensor:
+        """Fast path: one attention step per pixel over cached keys and values."""
+        spec = self.spec
+        inputs = PixelInputs(noise.shape[0], spec.channels, spec.levels, spec.height, spec.width, noise)
+        cache = _TransformerCache(self, inputs, context)
+        return sample_slice(self, cache, inputs, noise, temperature, given, cache.start_pixel)
+
+
+def _previous_pixel(inputs: PixelInputs, row: int, col: int) -> torch.Tensor | None:
+    """One-hot features ``[B, C*L]`` of the pixel before (row, col) in raster order."""
+    width = inputs.features.shape[3]
+    position = row * width + col
+    if position == 0:
+        return None
+    return inputs.features[:, :, (position - 1) // width, (position - 1) % width]
+
+
+class _TransformerCache:
+    """Incremental ``MaskedTransformer``: features once per pixel, the head once per channel."""
+
+    def __init__(self, model: MaskedTransformer, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        spec = model.spec
+        self.model, self.inputs = model, inputs
+        self.attention = AttentionCache(model.attention, inputs.features.shape[0], spec.height * spec.width,
+                                        inputs.features, context)
+        self.features = None
+
+    def start_pixel(self, row: int, col: int) -> None:
+        position = row * self.model.spec.width + col
+        self.features = self.attention.step(position, _previous_pixel(self.inputs, row, col))
+
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        model = self.model
+        b = self.features.shape[0]
+        pixel = self.inputs.features[:, :, row, col]
+        within = F.linear(pixel, model.within.weight * model.within_mask).view(b, model.spec.channels, -1)
+        return model.head(self.features.unsqueeze(1) + within + model.channel).transpose(1, 2)
+
+    def finish_row(self, row: int) -> None:
+        """Nothing to do: attention caches grow pixel by pixel."""
+
 
 @attrs.frozen
 class HybridOptions:
@@ -103,6 +148,26 @@ class Hybrid(SliceDecoder):
         features = self.attention(x, context)
         conditioning = features if context is None else torch.cat([features, context], dim=1)
         return self.pixelcnn(x, conditioning)
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
+               given: torch.Tensor | None = None) -> torch.Tensor:
+        """Fast path: a cached attention step per pixel feeds the cached Gated PixelCNN."""
+        spec = self.spec
+        b = noise.shape[0]
+        inputs = PixelInputs(b, spec.channels, spec.levels, spec.height, spec.width, noise)
+        d = self.attention.start.shape[0]
+        conditioning = noise.new_zeros(b, d + spec.context_channels, spec.height, spec.width)
+        if context is not None:
+            conditioning[:, d:] = context
+        gated = GatedCache(self.pixelcnn, inputs, conditioning)
+        attention = AttentionCache(self.attention, b, spec.height * spec.width, noise, context)
+
+        def start_pixel(row: int, col: int) -> None:
+            position = row * spec.width + col
+            conditioning[:, :d, row, col] = attention.step(position, _previous_pixel(inputs, row, col))
+
+        return sample_slice(self, gated, inputs, noise, temperature, given, start_pixel)
 
 
 @hookimpl
