@@ -38,18 +38,28 @@ def test_input_depth_does_not_depend_on_the_target():
     assert shapes.pop()[1] == len(relative_offsets(2, 2)) * 3
 
 
-def test_equivariance_same_neighbourhood_same_stack():
-    """Targets (1, 1) and (1, 2) whose left neighbours hold the same slice get the same stack
-    entry in the (0, -1) slot."""
-    spec = EncoderSpec(1, 2, 2, 2, (2, 3))
-    embedder = SliceEmbedder(SMALL, spec)
-    slices = one_hot(torch.randint(0, 2, (1, 6, 1, 2, 2)), 2).movedim(1, 2)
-    slices[:, 4] = slices[:, 3]
-    offsets = relative_offsets(2, 3)
-    k = offsets.index((0, -1))
-    a = embedder.stack(slices, torch.tensor([4])).view(1, len(offsets), -1)[:, k]
-    b = embedder.stack(slices, torch.tensor([5])).view(1, len(offsets), -1)[:, k]
-    assert torch.equal(a, b)
+def test_stack_holds_each_slice_at_its_relative_position():
+    """On a 2x3 grid the (0, -1) slot holds slice (i, j - 1), empty for j == 0; the (-1, 1) slot
+    holds slice (i - 1, j + 1), empty on the top row and in the last column."""
+    rows, cols = 2, 3
+    embedder = SliceEmbedder(SMALL, EncoderSpec(1, 2, 2, 2, (rows, cols)))
+    slices = one_hot(torch.randint(0, 2, (1, rows * cols, 1, 2, 2)), 2).movedim(1, 2)
+    offsets = relative_offsets(rows, cols)
+    for target in range(rows * cols):
+        stack = embedder.stack(slices, torch.tensor([target])).view(len(offsets), -1)
+        for di, dj in [(0, -1), (-1, 1)]:
+            i, j = divmod(target, cols)
+            expected = torch.zeros(stack.shape[1])
+            if 0 <= i + di < rows and 0 <= j + dj < cols:
+                expected = slices[0, (i + di) * cols + j + dj].flatten()
+            assert torch.equal(stack[offsets.index((di, dj))], expected), (target, di, dj)
+
+
+def test_options_reject_heads_that_do_not_divide_and_even_filters():
+    with pytest.raises(ValueError, match="'heads' \\(3\\) must divide 'attention_channels'"):
+        SliceEmbedderOptions(heads=3, attention_channels=32)
+    with pytest.raises(ValueError, match="'filter_size' must be odd"):
+        SliceEmbedderOptions(filter_size=4)
 
 
 def test_leaky_slot_table_is_caught():

@@ -40,6 +40,11 @@ def test_features_at_a_pixel_do_not_see_the_pixel_itself():
     assert touched[1, 0] and touched[0].all()
 
 
+def test_options_reject_heads_that_do_not_divide_the_channels():
+    with pytest.raises(ValueError, match="'heads' \\(3\\) must divide 'channels' \\(32\\)"):
+        MaskedTransformerOptions(heads=3, channels=32)
+
+
 @pytest.mark.parametrize("name", DECODERS)
 def test_training_lowers_the_loss(name):
     torch.manual_seed(0)

@@ -6,6 +6,17 @@ import torch
 from torch import nn
 
 
+def divides(channels_field: str):
+    """attrs validator for a ``heads`` option: it must divide the options' ``channels_field``."""
+
+    def check(instance, attribute, value: int) -> None:
+        channels = getattr(instance, channels_field)
+        if channels % value:
+            raise ValueError(f"'{attribute.name}' ({value}) must divide '{channels_field}' ({channels})")
+
+    return check
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention; ``causal``: token t attends to tokens <= t only."""
 
