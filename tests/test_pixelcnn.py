@@ -34,9 +34,12 @@ def test_context_changes_the_prediction():
     assert not torch.allclose(a, b)
 
 
-def test_group_counts_are_checked():
-    with pytest.raises(ValueError, match="multiple of the image channels"):
-        GatedPixelCNN(GatedPixelCNNOptions(channels=7), SliceSpec(3, 4, 4, 4))
+def test_uneven_channel_groups_stay_causal_and_too_few_features_are_refused():
+    torch.manual_seed(0)
+    testing.check_decoder_causality(GatedPixelCNN(GatedPixelCNNOptions(layers=2, channels=7, residual_channels=8),
+                                                  SliceSpec(3, 3, 3, 3)))
+    with pytest.raises(ValueError, match="must be at least the image channels"):
+        GatedPixelCNN(GatedPixelCNNOptions(channels=2), SliceSpec(3, 4, 4, 4))
 
 
 @pytest.mark.parametrize("name", DECODERS)

@@ -51,8 +51,9 @@ class MaskedHead(nn.Module):
 
 def _check_groups(spec: SliceSpec, **features: int) -> None:
     for name, count in features.items():
-        if count % spec.channels:
-            raise ValueError(f"{name} ({count}) must be a multiple of the image channels ({spec.channels})")
+        if count < spec.channels:
+            raise ValueError(f"{name} ({count}) must be at least the image channels ({spec.channels}): "
+                             "each colour channel needs its own group of features")
 
 
 # ----------------------------------------------------------------------------- PixelCNN

@@ -29,8 +29,8 @@ class _PixelRNN(SliceDecoder):
     def __init__(self, options, spec: SliceSpec, layers: list[nn.Module]) -> None:
         super().__init__(options, spec)
         c, levels, features = spec.channels, spec.levels, layers[0].features
-        if features % c:
-            raise ValueError(f"features ({features}) must be a multiple of the channels ({c})")
+        if features < c:
+            raise ValueError(f"features ({features}) must be at least the image channels ({c})")
         self.first = MaskedConv2d(c * levels, features, (7, 7), c, "A")
         self.layers = nn.ModuleList(layers)
         self.head = nn.ModuleList([
