@@ -68,3 +68,14 @@ def test_whole_pipeline_fast_equals_reference():
     fast = pipeline.sample(3, (1, 8, 8), temperatures, torch.Generator().manual_seed(5))
     reference = pipeline.sample(3, (1, 8, 8), temperatures, torch.Generator().manual_seed(5), reference=True)
     assert torch.equal(fast, reference)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: checks the fast path on the device")
+@pytest.mark.parametrize("name", DECODERS)
+def test_fast_path_on_cuda_draws_what_the_reference_draws(name):
+    torch.manual_seed(0)
+    decoder = DECODERS[name](SliceSpec(3, 5, 6, 8, 5)).cuda().eval()
+    noise = gumbel_noise((4, 8, 3, 5, 6), torch.Generator().manual_seed(1), device="cuda")
+    context = torch.randn(4, 5, 5, 6, device="cuda")
+    with torch.no_grad():
+        assert torch.equal(decoder.sample(noise, context), decoder.sample_reference(noise, context))
