@@ -143,7 +143,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         pipeline.completion_masks(args.keep, (resolved.recipe.data.channels, 2, 2))
     except ValueError as exc:
         raise UserError(f"--keep: {exc}") from None
-    drawn = run.sample(resolved, pipeline, args.count, args.temperature, complete, args.seed, args.keep)
+    drawn = run.sample(resolved, pipeline, args.count, args.temperature, complete, args.seed, args.keep,
+                       reference=args.reference)
     target = Path(args.output) if args.output else out / "samples.png"
     images.save_grid(drawn, target)
     print(f"wrote {target}")
@@ -196,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
                              help="with --complete: top (half), planes:K (most significant bit planes), slices:N")
             sub.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
             sub.add_argument("--output", help="PNG path (default: OUT/samples.png)")
+            sub.add_argument("--reference", action="store_true",
+                             help="use the slow reference path (one full forward pass per subpixel)")
     return top
 
 

@@ -13,7 +13,8 @@ import torch
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
     """Standard Gumbel noise of ``shape`` (e.g. ``[B, L, C, h, w]``)."""
-    uniform = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    source = generator.device if generator is not None else device
+    uniform = torch.rand(shape, generator=generator, dtype=torch.float64, device=source).to(device)
     tiny = torch.finfo(torch.float64).tiny
     return (-torch.log(-torch.log(uniform.clamp_min(tiny)))).to(dtype)
 

@@ -73,9 +73,11 @@ def test_whole_pipeline_fast_equals_reference():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: checks the fast path on the device")
 @pytest.mark.parametrize("name", DECODERS)
 def test_fast_path_on_cuda_draws_what_the_reference_draws(name):
+    """In float64: in float32 the GPU's TF32 convolutions and fused attention kernels round
+    windowed and whole-slice computations differently, so near-ties may be drawn differently."""
     torch.manual_seed(0)
-    decoder = DECODERS[name](SliceSpec(3, 5, 6, 8, 5)).cuda().eval()
-    noise = gumbel_noise((4, 8, 3, 5, 6), torch.Generator().manual_seed(1), device="cuda")
-    context = torch.randn(4, 5, 5, 6, device="cuda")
+    decoder = DECODERS[name](SliceSpec(3, 5, 6, 8, 5)).cuda().double().eval()
+    noise = gumbel_noise((4, 8, 3, 5, 6), torch.Generator().manual_seed(1), dtype=torch.float64, device="cuda")
+    context = torch.randn(4, 5, 5, 6, device="cuda", dtype=torch.float64)
     with torch.no_grad():
         assert torch.equal(decoder.sample(noise, context), decoder.sample_reference(noise, context))

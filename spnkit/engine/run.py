@@ -44,7 +44,8 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
 
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
-           complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top") -> np.ndarray:
+           complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top",
+           reference: bool = False) -> np.ndarray:
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest."""
     recipe = resolved.recipe
@@ -56,7 +57,7 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     if complete is not None:
         known = torch.from_numpy(complete).long().expand(count, -1, -1, -1)
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
-    drawn = pipeline.sample(count, shape, temperatures, generator, known=known, masks=masks)
+    drawn = pipeline.sample(count, shape, temperatures, generator, reference, known=known, masks=masks)
     return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
 
 
