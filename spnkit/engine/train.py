@@ -142,7 +142,8 @@ class StageTrainer:
                 record = {"stage": self.name, "step": self.step, "loss": loss.item(),
                           "bits_per_dim": loss.item() / math.log(2), "lr": learning_rate(self.config, self.step - 1),
                           "images_per_second": images_seen / max(time.perf_counter() - started, 1e-9)}
-                bar.set_postfix(bpd=f"{record['bits_per_dim']:.3f}", img_s=f"{record['images_per_second']:.0f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", bpd=f"{record['bits_per_dim']:.3f}",
+                                img_s=f"{record['images_per_second']:.0f}")
                 if metrics is not None:
                     with metrics.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
