@@ -36,9 +36,10 @@ def gate(x: torch.Tensor) -> torch.Tensor:
 class PixelInputs:
     """The one-hot slice being sampled, as channel-major features ``[B, C*L, h, w]``."""
 
-    def __init__(self, batch: int, channels: int, levels: int, height: int, width: int, like: torch.Tensor) -> None:
-        self.levels = levels
-        self.features = like.new_zeros(batch, channels * levels, height, width)
+    def __init__(self, spec, noise: torch.Tensor) -> None:
+        """``spec``: the decoder's ``SliceSpec``; ``noise``: its ``[B, L, C, h, w]`` Gumbel noise."""
+        self.levels = spec.levels
+        self.features = noise.new_zeros(noise.shape[0], spec.channels * spec.levels, spec.height, spec.width)
 
     def set(self, row: int, col: int, channel: int, value: torch.Tensor) -> None:
         block = self.features[:, channel * self.levels : (channel + 1) * self.levels, row, col]

@@ -61,6 +61,9 @@ def _check_groups(spec: SliceSpec, **features: int) -> None:
 
 @attrs.frozen
 class PixelCNNOptions:
+    """``layers`` residual 3x3 mask-B layers of ``channels`` features after the 7x7 mask-A
+    input layer; ``head_channels`` hidden features in the 1x1 output head."""
+
     layers: int = attrs.field(default=6, validator=_positive)
     channels: int = attrs.field(default=48, validator=_positive)
     head_channels: int = attrs.field(default=96, validator=_positive)
@@ -93,8 +96,7 @@ class PixelCNN(SliceDecoder):
     def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
                given: torch.Tensor | None = None) -> torch.Tensor:
         """Fast path: every layer evaluated at the new pixel only, from cached maps."""
-        spec = self.spec
-        inputs = PixelInputs(noise.shape[0], spec.channels, spec.levels, spec.height, spec.width, noise)
+        inputs = PixelInputs(self.spec, noise)
         return sample_slice(self, MaskedConvCache(self, inputs, context), inputs, noise, temperature, given)
 
 
@@ -103,6 +105,10 @@ class PixelCNN(SliceDecoder):
 
 @attrs.frozen
 class GatedPixelCNNOptions:
+    """``layers`` gated layers; each reaches ``filter_size // 2`` pixels further up, left and
+    right (``filter_size`` odd); ``channels`` features per stack (the paper's "conv channels");
+    ``residual_channels`` features in the skip path and output head (Table 4: 1280)."""
+
     layers: int = attrs.field(default=6, validator=_positive)
     filter_size: int = attrs.field(default=3, validator=_odd)
     channels: int = attrs.field(default=48, validator=_positive)
@@ -173,8 +179,7 @@ class GatedPixelCNN(SliceDecoder):
     def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
                given: torch.Tensor | None = None) -> torch.Tensor:
         """Fast path: the vertical stack once per row, the horizontal stack per subpixel."""
-        spec = self.spec
-        inputs = PixelInputs(noise.shape[0], spec.channels, spec.levels, spec.height, spec.width, noise)
+        inputs = PixelInputs(self.spec, noise)
         return sample_slice(self, GatedCache(self, inputs, context), inputs, noise, temperature, given)
 
 

@@ -86,8 +86,7 @@ class MaskedTransformer(SliceDecoder):
     def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
                given: torch.Tensor | None = None) -> torch.Tensor:
         """Fast path: one attention step per pixel over cached keys and values."""
-        spec = self.spec
-        inputs = PixelInputs(noise.shape[0], spec.channels, spec.levels, spec.height, spec.width, noise)
+        inputs = PixelInputs(self.spec, noise)
         cache = _TransformerCache(self, inputs, context)
         return sample_slice(self, cache, inputs, noise, temperature, given, cache.start_pixel)
 
@@ -155,7 +154,7 @@ class Hybrid(SliceDecoder):
         """Fast path: a cached attention step per pixel feeds the cached Gated PixelCNN."""
         spec = self.spec
         b = noise.shape[0]
-        inputs = PixelInputs(b, spec.channels, spec.levels, spec.height, spec.width, noise)
+        inputs = PixelInputs(spec, noise)
         d = self.attention.start.shape[0]
         conditioning = noise.new_zeros(b, d + spec.context_channels, spec.height, spec.width)
         if context is not None:

@@ -1,10 +1,10 @@
 """Convolutions masked over pixels and over channels (R -> G -> B).
 
 Feature maps are split into one group per image channel: with ``n`` features in ``chunks``
-equal parts (gates come in chunks of four), feature ``k`` of a part belongs to group
-``k * C // part``. At the centre tap, mask A lets group ``c`` see input groups ``< c``, mask B
-groups ``<= c``; taps before the centre (rows above, columns to the left) are open, taps after
-it closed.
+equal parts (tanh x sigmoid gates come in two, LSTM gates in four), feature ``k`` of a part
+belongs to group ``k * C // part``. At the centre tap, mask A lets group ``c`` see input
+groups ``< c``, mask B groups ``<= c``; taps before the centre (rows above, columns to the
+left) are open, taps after it closed.
 """
 
 from __future__ import annotations
