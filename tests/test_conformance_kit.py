@@ -45,3 +45,13 @@ def test_receptive_field_of_dense_decoder_is_everything_before():
 def test_all_images_enumerates_each_once():
     images = testing.all_images(3, 1, 1, 2)
     assert len(images) == 9 and len({tuple(i.flatten().tolist()) for i in images}) == 9
+
+
+def test_a_decoder_that_ignores_its_inputs_is_reported():
+    class Blind(DenseMaskedDecoder):
+        def forward(self, x, context=None):
+            return super().forward(torch.zeros_like(x), context)
+
+    decoder = Blind(DenseOptions(), SliceSpec(1, 2, 2, 2))
+    with pytest.raises(testing.ConformanceError, match="checked vacuously"):
+        testing.check_decoder_causality(decoder)

@@ -19,10 +19,11 @@ def test_causal(name, channels, context):
 
 
 @pytest.mark.parametrize("name", DECODERS)
-@pytest.mark.parametrize("channels,size,context", [(1, (3, 3), 0), (3, (2, 2), 0), (3, (2, 2), 5), (1, (2, 4), 2)])
-def test_normalized(name, channels, size, context):
+@pytest.mark.parametrize("channels,size,levels,context",
+                         [(1, (3, 3), 2, 0), (3, (2, 2), 2, 0), (3, (2, 2), 2, 5), (1, (2, 4), 2, 2), (1, (2, 2), 4, 3)])
+def test_normalized(name, channels, size, levels, context):
     torch.manual_seed(0)
-    testing.check_decoder_normalization(DECODERS[name](SliceSpec(channels, *size, 2, context)))
+    testing.check_decoder_normalization(DECODERS[name](SliceSpec(channels, *size, levels, context)))
 
 
 def test_context_changes_the_prediction():

@@ -1,4 +1,12 @@
-"""Receptive fields: the gated stack has no blind spot; a plain masked-conv stack has one."""
+"""Receptive fields: the gated stack has no blind spot; a plain masked-conv stack has one.
+
+The gated PixelCNN with L layers of filter k (reach r = L * (k//2)) predicts subpixel (c, y, x)
+from every channel of the pixels in rows y-r-1 .. y-1 with |dx| <= r (the vertical stack,
+shifted down a row), of x-r .. x-1 on row y (the horizontal stack), and from channels < c of
+pixel (y, x) itself; from nothing else.
+"""
+
+import itertools
 
 import pytest
 import torch
@@ -36,6 +44,35 @@ def test_gated_pixelcnn_sees_its_whole_window(layers, filter_size):
                             SliceSpec(1, size, size, 2))
     field = testing.receptive_field(decoder, row, col)[0]
     assert torch.equal(field, window(size, size, row, col, reach + 1, reach))
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_gated_pixelcnn_masks_channels_inside_its_window(channel):
+    """RGB: the logits of channel c at (y, x) see every channel of every pixel in the window
+    above, and of the current pixel exactly the channels before c."""
+    torch.manual_seed(0)
+    size, row, col, layers = 11, 8, 5, 3
+    reach = layers  # filter 3: one pixel further per layer
+    decoder = GatedPixelCNN(GatedPixelCNNOptions(layers=layers, channels=24, residual_channels=24),
+                            SliceSpec(3, size, size, 2))
+    field = testing.receptive_field(decoder, row, col, channel)
+    expected = window(size, size, row, col, reach + 1, reach).expand(3, -1, -1).clone()
+    expected[:channel, row, col] = True
+    assert torch.equal(field, expected)
+
+
+def test_gated_pixelcnn_sees_every_earlier_subpixel_of_a_small_slice():
+    """A 5x4 RGB slice lies inside the reach of 3 layers of filter 3, so the logits of every
+    subpixel depend on exactly the subpixels before it: nothing later leaks (what the
+    causality check asserts) and nothing earlier is lost, so that check is not vacuous."""
+    torch.manual_seed(0)
+    channels, height, width = 3, 5, 4
+    decoder = GatedPixelCNN(GatedPixelCNNOptions(layers=3, channels=24, residual_channels=24),
+                            SliceSpec(channels, height, width, 2))
+    for channel, row, col in itertools.product(range(channels), range(height), range(width)):
+        expected = earlier(height, width, row, col).expand(channels, -1, -1).clone()
+        expected[:channel, row, col] = True
+        assert torch.equal(testing.receptive_field(decoder, row, col, channel), expected), (channel, row, col)
 
 
 def test_plain_masked_stack_has_the_blind_spot():
