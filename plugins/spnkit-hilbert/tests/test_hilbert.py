@@ -22,3 +22,41 @@ def test_consecutive_pixels_are_neighbours(side):
 def test_rejects_non_square_or_non_power_of_two():
     ordering = HilbertOrdering(NoOptions())
     assert ordering.check(4, 8) and ordering.check(6, 6) and not ordering.check(8, 8)
+
+
+def _recipe(decoder: dict) -> dict:
+    return {"data": {"height": 4, "width": 4, "channels": 1, "bits": 2},
+            "quantizer": {"plugin": "depth_split", "splits": [2]},
+            "stages": {"main": {"ordering": {"plugin": "hilbert"}, "decoder": decoder}}}
+
+
+def test_recipes_pair_it_with_sequence_decoders_only():
+    from spnkit import build
+    from spnkit.plugins import load
+    from spnkit.recipe import RecipeError
+
+    import spnkit_hilbert
+
+    registry = load(autoload=False, extra=[spnkit_hilbert])
+    build.validate(_recipe({"plugin": "masked_transformer", "layers": 1, "heads": 1, "channels": 4}), registry)
+    with pytest.raises(RecipeError) as info:
+        build.validate(_recipe({"plugin": "gated_pixelcnn"}), registry)
+    assert ("stages.main.decoder: 'gated_pixelcnn' suits pixel orders ['raster'], "
+            "but ordering 'hilbert' lays slices out as 'sequence'") in info.value.problems[0]
+
+
+def test_a_masked_transformer_stage_over_the_hilbert_order_normalizes():
+    from spnkit import build
+    from spnkit.plugins import load
+
+    import spnkit_hilbert
+
+    registry = load(autoload=False, extra=[spnkit_hilbert])
+    resolved = build.validate(_recipe({"plugin": "masked_transformer", "layers": 1, "heads": 1, "channels": 4}),
+                              registry)
+    stage = build.build_stage(resolved, "main")
+    assert stage.slice_height == 1 and stage.slice_width == 16
+    small = build.validate({**_recipe({"plugin": "masked_transformer", "layers": 1, "heads": 1, "channels": 4}),
+                            "data": {"height": 2, "width": 2, "channels": 1, "bits": 2}}, registry)
+    testing.check_stage_normalization(build.build_stage(small, "main"))
+    testing.check_stage_causality(build.build_stage(small, "main"))
