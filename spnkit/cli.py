@@ -35,7 +35,11 @@ def _registry(args: argparse.Namespace) -> plugins.Registry:
 
 
 def _resolved(args: argparse.Namespace) -> build.Resolved:
-    return build.load(args.recipe, args.overrides, _registry(args))
+    from spnkit.engine import settings
+
+    resolved = build.load(args.recipe, args.overrides, _registry(args))
+    settings.check(resolved.recipe)
+    return resolved
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
@@ -126,6 +130,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine import images, run
     from spnkit.engine.train import load_trained
 
+    if args.temperature is not None and not args.temperature > 0:
+        raise UserError(f"--temperature: must be > 0 (logits are divided by it), got {args.temperature}")
+    if args.count < 1:
+        raise UserError(f"--count: must be >= 1, got {args.count}")
     resolved = _resolved(args)
     out = _out(args, resolved)
     complete = None
@@ -211,22 +219,30 @@ def main(argv: list[str] | None = None) -> int:
         top.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        return _dispatch(args)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from spnkit.engine.checkpoint import CheckpointError
+    from spnkit.engine.train import RecipeMismatch
+
     try:
         args.func(args)
     except RecipeError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return USER_ERROR
-    except (UserError, DataError) as exc:
+    except (UserError, DataError, RecipeMismatch, CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR
-    except Exception as exc:
-        from spnkit.engine.train import RecipeMismatch
-
-        if isinstance(exc, (RecipeMismatch, FileNotFoundError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return USER_ERROR
-        raise
     return 0
 
 

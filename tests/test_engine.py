@@ -137,3 +137,32 @@ def test_paper_recipe_without_its_data_is_one_error_line(capsys):
     assert cli.main(["run", str(recipe), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: data.train: 100 of 100 shards not found: data/celebahq256/train-000000.tar")
+
+
+def test_no_readable_checkpoint_is_one_error_line(recipe_path, tmp_path, capsys):
+    folder = tmp_path / "run" / "stages" / "low"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert cli.main(["train", str(recipe_path), "--stage", "low", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable checkpoint is left" in err[0] and "checkpoint.pt" in err[0]
+
+
+def test_engine_settings_out_of_range_are_all_reported(recipe_path, capsys):
+    assert cli.main(["train", str(recipe_path), "--quiet", "train.steps=-1", "train.ema=1.5",
+                     "eval.batch_size=0", "stages.low.temperature=0.0"]) == 2
+    err = capsys.readouterr().err
+    for path in ("train.steps", "train.ema", "eval.batch_size", "stages.low.temperature"):
+        assert f"error: {path}: must be" in err
+    assert "Traceback" not in err
+
+
+def test_resumed_metrics_drop_records_past_the_checkpoint(tmp_path):
+    from spnkit.engine.train import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    records = [{"stage": "low", "step": s} for s in (5, 10, 15)] + [{"stage": "high", "step": 20}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"stage": "low", "st')
+    trim_metrics(path, "low", 10)
+    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    assert kept == [records[0], records[1], records[3]]

@@ -16,6 +16,11 @@ import torch
 
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+REQUIRED = ("stage", "fingerprint", "model", "ema", "optimizer", "step")
+
+
+class CheckpointError(Exception):
+    """Checkpoints exist but none can be read; the message names them and why."""
 
 
 def save(state: dict, folder: Path) -> Path:
@@ -37,16 +42,32 @@ def save(state: dict, folder: Path) -> Path:
     return folder / LATEST
 
 
+def _read(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"not an spnkit stage checkpoint (no {', '.join(missing)})")
+    return state
+
+
 def load(folder: Path) -> dict | None:
     """The newest readable checkpoint in ``folder`` (None if there is none); a damaged latest
-    one is reported with a warning naming the file and the reason."""
+    one is reported with a warning naming the file and the reason, and the previous one used.
+    ``CheckpointError`` when checkpoints exist but none is readable."""
+    reasons = []
     for name in (LATEST, PREVIOUS):
         path = folder / name
         if not path.exists():
             continue
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _read(path)
         except Exception as exc:  # truncated or corrupt file: try the previous one
-            warnings.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); "
-                          "falling back to the previous one", stacklevel=2)
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"checkpoint {path} is unreadable ({type(exc).__name__}: {first_line})"
+            reasons.append(reason)
+            if name == LATEST and (folder / PREVIOUS).exists():
+                warnings.warn(f"{reason}; falling back to the previous one", stacklevel=2)
+    if reasons:
+        raise CheckpointError("; ".join(reasons) + f"; no usable checkpoint is left in {folder} "
+                              "(delete the folder to start this stage over)")
     return None

@@ -50,7 +50,8 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest."""
     recipe = resolved.recipe
     data = recipe.data
-    temperatures = {name: temperature or stage.temperature for name, stage in recipe.stages.items()}
+    temperatures = {name: stage.temperature if temperature is None else temperature
+                    for name, stage in recipe.stages.items()}
     generator = torch.Generator().manual_seed(recipe.seed if seed is None else seed)
     shape = (data.channels, data.height, data.width)
     known = masks = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from spnkit import build
-from spnkit.engine import checkpoint
+from spnkit.data.sources import DataError
+from spnkit.engine import checkpoint, settings
 from spnkit.recipe import TrainConfig
 from spnkit.system import AutoregressiveStage, Pipeline
 
@@ -47,6 +49,10 @@ class StageTrainer:
     def __init__(self, resolved: build.Resolved, name: str, images: np.ndarray, folder: Path) -> None:
         self.resolved, self.name, self.images, self.folder = resolved, name, images, folder
         recipe = resolved.recipe
+        settings.check(recipe)
+        if len(images) < recipe.train.batch_size:
+            raise DataError(f"train.batch_size: {recipe.train.batch_size} is more than the "
+                             f"{len(images)} training images")
         self.config = recipe.train
         self.seed = recipe.seed * 1000 + list(recipe.stages).index(name)
         torch.manual_seed(self.seed)
@@ -131,6 +137,8 @@ class StageTrainer:
     def train(self, metrics: Path | None = None, progress: bool = True, until: int | None = None) -> None:
         """Train up to ``until`` (default: ``train.steps``), checkpointing as configured."""
         until = self.config.steps if until is None else until
+        if metrics is not None:
+            trim_metrics(metrics, self.name, self.step)
         bar = tqdm(total=until, initial=self.step, desc=f"train {self.name}", disable=not progress,
                    dynamic_ncols=True)
         started, images_seen = time.perf_counter(), 0
@@ -155,6 +163,26 @@ class StageTrainer:
         bar.close()
         if writer is not None:
             writer.close()
+
+
+def trim_metrics(path: Path, stage: str, step: int) -> None:
+    """Drop ``stage``'s records after ``step`` (written before a crash, beyond the checkpoint
+    a run resumes from), so a resumed run's metrics read like an uninterrupted run's."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a crash
+            continue
+        if record.get("stage") != stage or record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        temporary = path.with_suffix(".jsonl.tmp")
+        temporary.write_text("".join(kept))
+        os.replace(temporary, path)
 
 
 def _tensorboard(folder: Path | None):
