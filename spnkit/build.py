@@ -16,7 +16,7 @@ from spnkit.plugins import Entry, Registry, UnknownPluginError, default_registry
 from spnkit.recipe import Recipe, RecipeError, StageConfig
 from spnkit.system import AutoregressiveStage, Pipeline
 
-STAGE_COMPONENTS = {"ordering": "ordering", "encoder": "encoder", "decoder": "decoder"}
+STAGE_COMPONENTS = {"ordering": "ordering", "encoder": "encoder", "decoder": "decoder", "conditioner": "conditioner"}
 
 
 @attrs.frozen
@@ -46,6 +46,22 @@ class Resolved:
     def quantizer(self) -> Quantizer:
         return self.components["quantizer"].create(self.recipe.data.bits)
 
+    def side(self) -> tuple[str, int] | None:
+        """The side information the recipe's conditional stages take (the cross checks make
+        them agree): ``("labels", classes)`` or ``("vectors", K)``; None when no stage is
+        conditional."""
+        for name in self.recipe.stages:
+            chosen = self.component(f"stages.{name}.conditioner")
+            if chosen is not None:
+                return _side_of(chosen)
+        return None
+
+    def side_size(self) -> int | None:
+        """The number of classes the labels range over (the vector size ``K`` for vector side
+        information); None when no stage is conditional."""
+        side = self.side()
+        return None if side is None else side[1]
+
     def to_dict(self) -> dict:
         raw = recipes.CONVERTER.unstructure(self.recipe)
         raw["quantizer"] = self.components["quantizer"].table()
@@ -60,6 +76,16 @@ class Resolved:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
+
+
+def _side_of(chosen: Component) -> tuple[str, int]:
+    cls = chosen.entry.cls
+    return cls.takes, getattr(chosen.options, cls.size_option)
+
+
+def _describe_side(side: tuple[str, int]) -> str:
+    takes, size = side
+    return f"labels of {size} classes" if takes == "labels" else f"{takes} of size {size}"
 
 
 # ----------------------------------------------------------------------------- phase 2
@@ -210,6 +236,26 @@ def cross_checks(resolved: Resolved) -> list[str]:
                             'add e.g. encoder = { plugin = "slice_embedder" }')
     problems += _partition_problems(recipe, placements, planes)
     problems += _conditioning_problems(recipe, placements, closure)
+    problems += _side_problems(resolved)
+    return problems
+
+
+def _side_problems(resolved: Resolved) -> list[str]:
+    """Every stage is given the same side information, so conditioners must agree on it."""
+    problems, first = [], None
+    for name in resolved.recipe.stages:
+        chosen = resolved.component(f"stages.{name}.conditioner")
+        if chosen is None:
+            continue
+        side = _side_of(chosen)
+        if first is None:
+            first = name, side
+        elif side != first[1]:
+            path = f"stages.{name}.conditioner"
+            if side[0] == first[1][0]:
+                path += f".{chosen.entry.cls.size_option}"
+            problems.append(f"{path}: takes {_describe_side(side)}, but stage {first[0]!r} takes "
+                            f"{_describe_side(first[1])}; every stage is given the same side information")
     return problems
 
 
@@ -268,15 +314,18 @@ def build_stage(resolved: Resolved, name: str) -> AutoregressiveStage:
     h, w = ordering.slice_shape(height, width)
     levels = 2 ** quantizer.plane_bits[stage.plane]
     cond_levels = 2 ** sum(quantizer.plane_bits[: stage.plane]) if stage.plane else 0
+    conditioner_choice = resolved.component(f"stages.{name}.conditioner")
+    conditioner = conditioner_choice.create() if conditioner_choice is not None else None
+    side_channels = conditioner.out_channels if conditioner is not None else 0
     encoder_choice = resolved.component(f"stages.{name}.encoder")
     encoder = None
     if encoder_choice is not None:
-        encoder = encoder_choice.create(EncoderSpec(data.channels, h, w, levels, ordering.grid(height, width), cond_levels))
-    decoder = resolved.components[f"stages.{name}.decoder"].create(
-        SliceSpec(data.channels, h, w, levels, encoder.out_channels if encoder is not None else 0)
-    )
+        encoder = encoder_choice.create(EncoderSpec(data.channels, h, w, levels, ordering.grid(height, width),
+                                                    cond_levels, side_channels))
+    context_channels = (encoder.out_channels if encoder is not None else 0) + side_channels
+    decoder = resolved.components[f"stages.{name}.decoder"].create(SliceSpec(data.channels, h, w, levels, context_channels))
     return AutoregressiveStage(ordering, decoder, encoder, (data.channels, height, width), levels,
-                               cond_levels, stage.given_slices)
+                               cond_levels, stage.given_slices, conditioner)
 
 
 def build_pipeline(resolved: Resolved) -> Pipeline:

@@ -34,3 +34,8 @@ def spnkit_register_encoders(register):
 @hookspec
 def spnkit_register_decoders(register):
     """Register ``spnkit.interfaces.SliceDecoder`` subclasses."""
+
+
+@hookspec
+def spnkit_register_conditioners(register):
+    """Register ``spnkit.interfaces.Conditioner`` subclasses."""

@@ -1,4 +1,5 @@
-"""The five abstract interfaces of spnkit: Ordering, Quantizer, ContextEncoder, SliceDecoder, Stage.
+"""The six abstract interfaces of spnkit: Ordering, Quantizer, ContextEncoder, SliceDecoder,
+Conditioner, Stage.
 
 Conventions used throughout:
 
@@ -7,6 +8,9 @@ Conventions used throughout:
   ``F.cross_entropy(logits, target)`` and ``log_softmax(logits, 1)`` work directly.
 * Order of generation: slices in the ordering's order; inside a slice, pixels in raster order
   and channels (R, G, B) inside a pixel.
+* Side information ``side`` (class-conditional models) is per image: labels ``[B]`` int64
+  (``-1``: no label) or vectors ``[B, K]`` float; a stage's ``Conditioner`` maps it to a vector
+  ``h [B, E]`` that is tiled over the slice for its context encoder and slice decoder.
 * Every implementation carries an ``Options`` attrs class that recipes are validated against.
 """
 
@@ -48,7 +52,8 @@ class EncoderSpec:
     The stage's own plane arrives as ``num_slices = grid[0] * grid[1]`` slices of
     ``channels x height x width`` with ``levels`` values, slice ``n`` at meta-position
     ``(n // grid[1], n % grid[1])``. ``cond_levels > 0`` adds the more significant bits of the
-    whole image, sliced the same way, as a fixed input.
+    whole image, sliced the same way, as a fixed input; ``side_channels > 0`` the stage's
+    side-information vector ``h [B, side_channels]``.
     """
 
     channels: int
@@ -57,6 +62,7 @@ class EncoderSpec:
     levels: int
     grid: tuple[int, int]
     cond_levels: int = 0
+    side_channels: int = 0
 
     @property
     def num_slices(self) -> int:
@@ -170,6 +176,7 @@ class ContextEncoder(nn.Module, abc.ABC):
         slices: torch.Tensor,
         target: torch.Tensor,
         cond: torch.Tensor | None = None,
+        side: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Context map for target slices.
 
@@ -177,6 +184,8 @@ class ContextEncoder(nn.Module, abc.ABC):
             ``target`` may be read).
         target: ``[B]`` long, the index of the slice to be generated.
         cond: ``[B, N, Lc, C, h, w]`` float one-hot of the more significant bits, or None.
+        side: ``[B, E]`` float, the conditioner's vector (``E = spec.side_channels``); passed
+            only when ``spec.side_channels > 0``, so encoders without it keep working.
         Returns ``[B, D, h, w]`` float.
         """
 
@@ -240,17 +249,65 @@ class SliceDecoder(nn.Module, abc.ABC):
         return self.sample_reference(noise, context, temperature, given)
 
 
+class Conditioner(nn.Module, abc.ABC):
+    """Maps a stage's side information to a vector ``h [B, E]`` (``E = out_channels``).
+
+    ``takes`` says what ``side`` is: ``"labels"``, ``[B]`` int64 class ids in ``[0, size)``
+    (``-1``: no label, where the conditioner supports it), or ``"vectors"``, ``[B, size]``
+    float. ``size_option`` names the ``Options`` field that holds ``size``.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    takes: ClassVar[str] = "labels"
+    size_option: ClassVar[str] = "classes"
+
+    def __init__(self, options) -> None:
+        super().__init__()
+        self.options = options
+
+    @property
+    def side_size(self) -> int:
+        """The number of classes (labels) or the vector size ``K`` (vectors)."""
+        return getattr(self.options, self.size_option)
+
+    @property
+    @abc.abstractmethod
+    def out_channels(self) -> int:
+        """Size ``E`` of the vector ``h``."""
+
+    def check(self, side: torch.Tensor, batch: int) -> None:
+        """Raise ``ValueError`` unless ``side`` is valid side information for ``batch`` images.
+
+        Reads values, so it syncs with the device: stages call it outside training steps.
+        """
+        if self.takes == "labels":
+            ok = tuple(side.shape) == (batch,) and side.dtype == torch.long
+            expected = f"labels [{batch}] int64"
+        else:
+            ok = tuple(side.shape) == (batch, self.side_size) and side.is_floating_point()
+            expected = f"vectors [{batch}, {self.side_size}] float"
+        if not ok:
+            raise ValueError(f"side: expected {expected}, got {list(side.shape)} {side.dtype}")
+
+    @abc.abstractmethod
+    def forward(self, side: torch.Tensor) -> torch.Tensor:
+        """``side`` (labels ``[B]`` int64 or vectors ``[B, K]`` float) -> ``h [B, E]`` float."""
+
+
 class Stage(nn.Module, abc.ABC):
     """One stage of a multistage system: a distribution over one bit plane (or part of it).
 
     ``target`` is ``[B, C, H, W]`` long of ``levels`` values; ``cond`` the more significant
     bits ``[B, C, H, W]`` long of ``cond_levels`` values (or None). Slices before
-    ``given_slices`` are conditioning, not modelled.
+    ``given_slices`` are conditioning, not modelled. A stage with a ``conditioner`` models
+    ``p(x | side)``: its methods then require ``side`` (labels ``[B]`` int64 or vectors
+    ``[B, K]`` float) and raise ``ValueError`` without it; a stage without one ignores ``side``.
     """
 
     levels: int
     cond_levels: int
     given_slices: int
+    conditioner: Conditioner | None
 
     @abc.abstractmethod
     def ranks(self) -> torch.Tensor:
@@ -261,7 +318,8 @@ class Stage(nn.Module, abc.ABC):
         """``(c, y, x)`` of every subpixel this stage models (not the given ones)."""
 
     @abc.abstractmethod
-    def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None,
+               side: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits for every subpixel, in image layout.
 
         target_one_hot: ``[B, L, C, H, W]`` float. Returns ``[B, L, C, H, W]`` float (entries
@@ -269,15 +327,18 @@ class Stage(nn.Module, abc.ABC):
         """
 
     @abc.abstractmethod
-    def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None,
+                 side: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood in nats of the modelled subpixels, summed: ``[B]`` float."""
 
     @abc.abstractmethod
     def loss(
-        self, target: torch.Tensor, cond: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, target: torch.Tensor, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
+        side: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Unbiased estimate of ``-log_prob / modelled_dims`` from one uniformly drawn slice
-        per example: scalar float (nats per modelled subpixel)."""
+        per example: scalar float (nats per modelled subpixel). It runs in training steps, so
+        it does not check the values of ``side`` (validate labels once, up front)."""
 
     @abc.abstractmethod
     def sample(
@@ -289,6 +350,7 @@ class Stage(nn.Module, abc.ABC):
         generator: torch.Generator | None = None,
         reference: bool = False,
         given: torch.Tensor | None = None,
+        side: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``[B, C, H, W]`` long; ``prefix`` supplies the given slices; ``given``
         ``[B, C, H, W]`` long holds subpixels to keep (``-1``: sample), for completion."""

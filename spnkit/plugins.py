@@ -11,6 +11,7 @@ import difflib
 import importlib.metadata
 import os
 import warnings
+
 import attrs
 import pluggy
 
@@ -24,6 +25,7 @@ BUILTIN_MODULES = (
     "spnkit.builtin.pixelcnn",
     "spnkit.builtin.transformer",
     "spnkit.builtin.embedder",
+    "spnkit.builtin.conditioners",
 )
 
 KINDS = {
@@ -31,6 +33,7 @@ KINDS = {
     "quantizer": ("spnkit_register_quantizers", interfaces.Quantizer),
     "encoder": ("spnkit_register_encoders", interfaces.ContextEncoder),
     "decoder": ("spnkit_register_decoders", interfaces.SliceDecoder),
+    "conditioner": ("spnkit_register_conditioners", interfaces.Conditioner),
 }
 
 

@@ -68,6 +68,7 @@ class StageConfig:
     decoder: Table
     ordering: Table = attrs.field(factory=lambda: Table(plugin="raster"))
     encoder: Table | None = None
+    conditioner: Table | None = None
     plane: int = 0
     downsample: int = 1
     given_slices: int = 0

@@ -1,7 +1,8 @@
 """Stages and pipelines: the objects that recipes build and that users compose in Python.
 
 A stage models one bit plane (or the slices of it that earlier stages did not give) with an
-ordering, an optional context encoder and a slice decoder. A pipeline splits images with a
+ordering, an optional context encoder, a slice decoder and an optional conditioner (for
+class-conditional models ``p(x | side)``). A pipeline splits images with a
 quantizer and chains stages over a partition of the variables, so the system's NLL is the sum
 of its stages' NLLs.
 """
@@ -13,13 +14,29 @@ import math
 import torch
 from torch import nn
 
-from spnkit.interfaces import ContextEncoder, Ordering, Quantizer, SliceDecoder, Stage, one_hot
+from spnkit.interfaces import (
+    Conditioner,
+    ContextEncoder,
+    Ordering,
+    Quantizer,
+    SliceDecoder,
+    Stage,
+    one_hot,
+)
 from spnkit.sampling import gumbel_noise
+
+SIDE_HINT = "pass side (labels [B] or vectors [B, K])"
 
 
 class AutoregressiveStage(Stage):
     """A stage that generates slices one after another: the SPN when it has an encoder and
-    several slices, a plain autoregressive decoder over the image with a raster ordering."""
+    several slices, a plain autoregressive decoder over the image with a raster ordering.
+
+    With a ``conditioner``, its vector ``h [B, E]`` is given to the encoder (``side``) and,
+    tiled to ``[B, E, h, w]``, appended to the context map the decoder sees (without an
+    encoder it is the whole context), so ``decoder.spec.context_channels`` is ``D + E``.
+    ``side=None`` is then a ``ValueError``; for "no label", pass labels of ``-1``.
+    """
 
     def __init__(
         self,
@@ -30,11 +47,13 @@ class AutoregressiveStage(Stage):
         levels: int,
         cond_levels: int = 0,
         given_slices: int = 0,
+        conditioner: Conditioner | None = None,
     ) -> None:
         super().__init__()
         self.ordering = ordering
         self.decoder = decoder
         self.encoder = encoder
+        self.conditioner = conditioner
         self.channels, self.height, self.width = image_shape
         self.levels = levels
         self.cond_levels = cond_levels
@@ -43,6 +62,14 @@ class AutoregressiveStage(Stage):
         self.slice_height, self.slice_width = ordering.slice_shape(self.height, self.width)
         if encoder is None and (self.num_slices - given_slices > 1 or given_slices or cond_levels):
             raise ValueError("a stage with several slices, given slices or conditioning needs a context encoder")
+        side_channels = conditioner.out_channels if conditioner is not None else 0
+        if encoder is not None and encoder.spec.side_channels != side_channels:
+            raise ValueError(f"the encoder's spec.side_channels is {encoder.spec.side_channels}, "
+                             f"but the conditioner gives {side_channels}")
+        context_channels = (encoder.out_channels if encoder is not None else 0) + side_channels
+        if decoder.spec.context_channels != context_channels:
+            raise ValueError(f"the decoder's spec.context_channels is {decoder.spec.context_channels}, but the "
+                             f"encoder and conditioner give {context_channels}")
 
     # -- layout helpers -------------------------------------------------------------------
 
@@ -57,10 +84,27 @@ class AutoregressiveStage(Stage):
             return None
         return self._slice_one_hot(one_hot(cond, self.cond_levels, dtype))
 
-    def _context(self, slices: torch.Tensor, target: torch.Tensor, cond_slices: torch.Tensor | None):
-        if self.encoder is None:
+    def _side_vector(self, side: torch.Tensor | None, batch: int, check: bool = True) -> torch.Tensor | None:
+        """``h [B, E]`` for side information, or None for an unconditional stage. ``check``
+        validates the values of ``side`` (a device sync: off in training steps)."""
+        if self.conditioner is None:
             return None
-        return self.encoder(slices, target, cond_slices)
+        if side is None:
+            raise ValueError(f"this stage is conditional: {SIDE_HINT}")
+        if check:
+            self.conditioner.check(side, batch)
+        return self.conditioner(side.to(next(self.decoder.parameters()).device))
+
+    def _context(self, slices: torch.Tensor, target: torch.Tensor, cond_slices: torch.Tensor | None,
+                 side_h: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The decoder's context ``[B, D + E, h, w]``: the encoder's map, then ``side_h [B, E]`` tiled."""
+        parts = []
+        if self.encoder is not None:
+            side = () if side_h is None else (side_h,)  # encoders without side information take no such argument
+            parts.append(self.encoder(slices, target, cond_slices, *side))
+        if side_h is not None:
+            parts.append(side_h.view(*side_h.shape, 1, 1).expand(-1, -1, self.slice_height, self.slice_width))
+        return torch.cat(parts, dim=1) if parts else None
 
     def ranks(self) -> torch.Tensor:
         return self.ordering.ranks(self.channels, self.height, self.width)
@@ -75,33 +119,37 @@ class AutoregressiveStage(Stage):
 
     # -- likelihood -----------------------------------------------------------------------
 
-    def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None,
+               side: torch.Tensor | None = None) -> torch.Tensor:
         slices = self._slice_one_hot(target_one_hot)
         cond_slices = self._cond_slices(cond, target_one_hot.dtype)
         batch = slices.shape[0]
+        side_h = self._side_vector(side, batch)
         out = torch.zeros_like(slices)
         for t in range(self.given_slices, self.num_slices):
             target = torch.full((batch,), t, dtype=torch.long, device=slices.device)
-            out[:, t] = self.decoder(slices[:, t], self._context(slices, target, cond_slices))
+            out[:, t] = self.decoder(slices[:, t], self._context(slices, target, cond_slices, side_h))
         b, n, levels, c, h, w = out.shape
         image = self.ordering.from_slices(out.view(b, n, levels * c, h, w), self.height, self.width)
         return image.view(b, levels, c, self.height, self.width)
 
-    def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None,
+                 side: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
         slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
         levels_slices = self.ordering.to_slices(target)
         cond_slices = self._cond_slices(cond, dtype)
         batch = target.shape[0]
+        side_h = self._side_vector(side, batch)
         total = torch.zeros(batch, dtype=dtype, device=target.device)
         for t in range(self.given_slices, self.num_slices):
             index = torch.full((batch,), t, dtype=torch.long, device=target.device)
-            logits = self.decoder(slices[:, t], self._context(slices, index, cond_slices))
+            logits = self.decoder(slices[:, t], self._context(slices, index, cond_slices, side_h))
             total = total - nn.functional.cross_entropy(logits, levels_slices[:, t], reduction="none").sum(dim=(1, 2, 3))
         return total
 
     def loss(self, target: torch.Tensor, cond: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, side: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
         batch = target.shape[0]
         slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
@@ -109,7 +157,8 @@ class AutoregressiveStage(Stage):
         index = torch.randint(self.given_slices, self.num_slices, (batch,), generator=generator,
                               device=generator.device if generator is not None else target.device).to(target.device)
         rows = torch.arange(batch, device=target.device)
-        logits = self.decoder(slices[rows, index], self._context(slices, index, self._cond_slices(cond, dtype)))
+        side_h = self._side_vector(side, batch, check=False)
+        logits = self.decoder(slices[rows, index], self._context(slices, index, self._cond_slices(cond, dtype), side_h))
         return nn.functional.cross_entropy(logits, levels_slices[rows, index])
 
     # -- sampling -------------------------------------------------------------------------
@@ -117,7 +166,8 @@ class AutoregressiveStage(Stage):
     @torch.no_grad()
     def sample(self, batch: int, cond: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
-               reference: bool = False, given: torch.Tensor | None = None) -> torch.Tensor:
+               reference: bool = False, given: torch.Tensor | None = None,
+               side: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
         device = next(self.decoder.parameters()).device
         shape = (batch, self.num_slices, self.levels, self.channels, self.slice_height, self.slice_width)
@@ -129,11 +179,12 @@ class AutoregressiveStage(Stage):
                 raise ValueError(f"this stage needs its first {self.given_slices} slice(s) as a prefix")
             slices[:, : self.given_slices] = self.ordering.to_slices(prefix)[:, : self.given_slices]
         cond_slices = self._cond_slices(cond, dtype)
+        side_h = self._side_vector(side, batch)
         given_slices = None if given is None else self.ordering.to_slices(given)
         draw = self.decoder.sample_reference if reference else self.decoder.sample
         for t in range(self.given_slices, self.num_slices):
             index = torch.full((batch,), t, dtype=torch.long, device=device)
-            context = self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, cond_slices)
+            context = self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, cond_slices, side_h)
             slices[:, t] = draw(noise[:, t], context, temperature, None if given is None else given_slices[:, t])
         return self.ordering.from_slices(slices, self.height, self.width)
 
@@ -145,6 +196,8 @@ class Pipeline(nn.Module):
     at ``x[..., ::downsample, ::downsample]`` (downsample > 1: the first subscale slice, for
     size upscaling). Stages run in the given order; each sees the planes before its own as
     conditioning and, if it has given slices, the values earlier stages wrote into its plane.
+    Side information (labels ``[B]`` or vectors ``[B, K]``) is per image and the same for
+    every stage; stages without a conditioner ignore it.
     """
 
     def __init__(self, quantizer: Quantizer, stages: dict[str, Stage],
@@ -162,21 +215,32 @@ class Pipeline(nn.Module):
         cond = self.quantizer.conditioning(planes[:plane])[..., ::down, ::down] if plane else None
         return target, cond
 
-    def log_prob(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``x [B, C, H, W]`` long -> ``{stage: [B] nats}``; the system's is their sum."""
-        planes = self.quantizer.encode(x)
-        return {name: stage.log_prob(*self.stage_inputs(name, planes)) for name, stage in self.stages.items()}
+    def check_side(self, side: torch.Tensor | None) -> None:
+        """Raise ``ValueError`` naming the first conditional stage when ``side`` is None."""
+        if side is None:
+            for name, stage in self.stages.items():
+                if stage.conditioner is not None:
+                    raise ValueError(f"stage {name!r} is conditional: {SIDE_HINT}")
 
-    def bits_per_dim(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def log_prob(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``x [B, C, H, W]`` long, ``side`` per image or None -> ``{stage: [B] nats}``; the
+        system's is their sum."""
+        self.check_side(side)
+        planes = self.quantizer.encode(x)
+        return {name: stage.log_prob(*self.stage_inputs(name, planes), side) for name, stage in self.stages.items()}
+
+    def bits_per_dim(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Each stage's share of the system's bits/dim, ``{stage: [B]}`` (dims of the whole image)."""
         dims = x[0].numel()
-        return {name: -lp / (dims * math.log(2)) for name, lp in self.log_prob(x).items()}
+        return {name: -lp / (dims * math.log(2)) for name, lp in self.log_prob(x, side).items()}
 
     @torch.no_grad()
     def sample(self, batch: int, image_shape: tuple[int, int, int], temperatures: dict[str, float] | None = None,
                generator: torch.Generator | None = None, reference: bool = False,
-               known: torch.Tensor | None = None, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Draw ``[B, C, H, W]`` long images through every stage.
+               known: torch.Tensor | None = None, masks: list[torch.Tensor] | None = None,
+               side: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw ``[B, C, H, W]`` long images through every stage, given ``side`` (per image)
+        for conditional stages.
 
         Completion: ``known [B, C, H, W]`` long is an image whose bit planes are kept where
         ``masks[p] [B, C, H, W]`` bool (one mask per plane) is set; the rest is sampled. That is
@@ -184,6 +248,7 @@ class Pipeline(nn.Module):
         (given bit planes or given slices); otherwise (e.g. a top half under a subscale
         ordering) each sampled subpixel conditions on every kept one before it.
         """
+        self.check_side(side)
         temperatures = temperatures or {}
         device = next(self.parameters()).device
         planes = [torch.zeros(batch, *image_shape, dtype=torch.long, device=device) for _ in self.quantizer.plane_bits]
@@ -196,7 +261,7 @@ class Pipeline(nn.Module):
             given = None
             if known_planes is not None:
                 given = torch.where(masks[plane].to(device), known_planes[plane], -1)[..., ::down, ::down]
-            drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference, given)
+            drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference, given, side)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)
 

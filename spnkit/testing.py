@@ -1,5 +1,6 @@
 """The conformance kit: exactness checks that every ordering, quantizer, decoder, encoder and
-stage must pass, built-in or third-party. Call them from your plugin's own tests::
+stage (a conditional one for every side value) must pass, built-in or third-party. Call them
+from your plugin's own tests::
 
     from spnkit import testing
     testing.check_decoder_causality(MyDecoder(MyDecoder.Options(), SliceSpec(3, 4, 4, 4)))
@@ -144,7 +145,7 @@ def check_decoder_causality(decoder: SliceDecoder, batch: int = 2, seed: int = 0
 
 def check_encoder_causality(encoder: ContextEncoder, batch: int = 2, seed: int = 0) -> None:
     """For every target slice t, the context map has zero gradient with respect to own-plane
-    slices at or after t."""
+    slices at or after t (given a random side vector when ``spec.side_channels > 0``)."""
     spec = encoder.spec
     encoder.eval()
     g = torch.Generator().manual_seed(seed)
@@ -154,10 +155,11 @@ def check_encoder_causality(encoder: ContextEncoder, batch: int = 2, seed: int =
     cond = None
     if spec.cond_levels:
         cond = one_hot(torch.randint(0, spec.cond_levels, shape, generator=g), spec.cond_levels).movedim(1, 2)
+    side = (torch.randn(batch, spec.side_channels, generator=g),) if spec.side_channels else ()
     for t in range(n):
         target = torch.full((batch,), t, dtype=torch.long)
         inputs = slices.detach().requires_grad_(True)
-        out = encoder(inputs, target, cond)
+        out = encoder(inputs, target, cond, *side)
         if tuple(out.shape) != (batch, encoder.out_channels, spec.height, spec.width):
             raise ConformanceError(f"encoder output shape {tuple(out.shape)} is not {(batch, encoder.out_channels, spec.height, spec.width)}")
         (grad,) = torch.autograd.grad(_probe(out), inputs, allow_unused=True)
@@ -170,9 +172,10 @@ def check_encoder_causality(encoder: ContextEncoder, batch: int = 2, seed: int =
 
 
 def check_stage_causality(stage: Stage, cond: torch.Tensor | None = None, batch: int = 1, seed: int = 0,
-                          max_subpixels: int | None = None) -> None:
+                          max_subpixels: int | None = None, side: torch.Tensor | None = None) -> None:
     """The stage's logits for each modelled subpixel have zero gradient with respect to own-plane
-    inputs at or after it in the ordering."""
+    inputs at or after it in the ordering. ``side``: ``[batch]`` labels or ``[batch, K]``
+    vectors for a conditional stage."""
     stage.eval()
     g = torch.Generator().manual_seed(seed)
     ranks = stage.ranks()
@@ -183,7 +186,7 @@ def check_stage_causality(stage: Stage, cond: torch.Tensor | None = None, batch:
         pick = torch.randperm(len(positions), generator=g)[:max_subpixels]
         positions = [positions[i] for i in pick.tolist()]
     for pos in positions:
-        grad = _input_gradient(lambda inp: stage.logits(inp, cond), x, pos)
+        grad = _input_gradient(lambda inp: stage.logits(inp, cond, side), x, pos)
         leak = (grad.abs().sum(dim=(0, 1)) > 0) & (ranks >= ranks[pos])
         if leak.any():
             where = [tuple(i) for i in leak.nonzero().tolist()][:5]
@@ -229,23 +232,31 @@ def check_decoder_normalization(decoder: SliceDecoder, context: torch.Tensor | N
 
 
 def check_stage_normalization(stage: Stage, cond: torch.Tensor | None = None,
-                              prefix: torch.Tensor | None = None, atol: float = 1e-5, chunk: int = 2048) -> None:
+                              prefix: torch.Tensor | None = None, atol: float = 1e-5, chunk: int = 2048,
+                              side: torch.Tensor | None = None) -> None:
     """Enumerate every value of the modelled subpixels (given slices fixed from ``prefix``):
-    ``exp(log_prob)`` sums to 1. ``cond``/``prefix``: ``[1, C, H, W]`` long or None."""
+    ``exp(log_prob)`` sums to 1. ``cond``/``prefix``: ``[1, C, H, W]`` long or None.
+
+    ``side``: for a conditional stage, ``[S]`` labels or ``[S, K]`` vectors; the sum is
+    checked for each of the ``S`` values separately.
+    """
     stage.eval()
     c, h, w = stage.ranks().shape
     positions = stage.modelled_positions()
     values = all_images(stage.levels, 1, 1, len(positions)).view(-1, len(positions))
     base = torch.zeros(1, c, h, w, dtype=torch.long) if prefix is None else prefix
     index = tuple(torch.tensor(axis) for axis in zip(*positions))
-    log_probs = []
-    with torch.no_grad():
-        for part in values.split(chunk):
-            images = base.repeat(len(part), 1, 1, 1)
-            images[(slice(None), *index)] = part
-            part_cond = None if cond is None else cond.expand(len(part), -1, -1, -1)
-            log_probs.append(stage.log_prob(images, part_cond).double())
-    _check_sum(torch.cat(log_probs), atol, type(stage).__name__)
+    for given in [None] if side is None else side.unbind():
+        log_probs = []
+        with torch.no_grad():
+            for part in values.split(chunk):
+                images = base.repeat(len(part), 1, 1, 1)
+                images[(slice(None), *index)] = part
+                part_cond = None if cond is None else cond.expand(len(part), -1, -1, -1)
+                part_side = None if given is None else given.expand(len(part), *given.shape)
+                log_probs.append(stage.log_prob(images, part_cond, part_side).double())
+        what = type(stage).__name__ if given is None else f"{type(stage).__name__} given side {given.tolist()}"
+        _check_sum(torch.cat(log_probs), atol, what)
 
 
 # ----------------------------------------------------------------------------- learning

@@ -5,7 +5,8 @@ Its input stacks the preceding slices along channels, one slot per relative meta
 target whatever the target is (the input depth is the same for every target, and the
 embedding is equivariant in ``(i, j)``); slots that fall outside the grid stay empty. For
 depth upscaling the whole conditioning image, sliced the same way, is a fixed extra input.
-An 8-unit embedding of the target's meta-position is tiled over the slice. Convolutions,
+An 8-unit embedding of the target's meta-position is tiled over the slice, and so is the
+stage's side-information vector when it has a conditioner. Convolutions,
 then self-attention, then residual blocks make the context map ``s``.
 """
 
@@ -81,7 +82,7 @@ class SliceEmbedder(ContextEncoder):
         self.register_buffer("slots", slot_table(*spec.grid), persistent=False)
         slot_count = self.slots.shape[1]
         in_channels = (slot_count * spec.levels + spec.num_slices * spec.cond_levels) * spec.channels
-        in_channels += options.position_units
+        in_channels += options.position_units + spec.side_channels
         self.position = nn.Embedding(spec.num_slices, options.position_units)
         pad = options.filter_size // 2
         self.convs = nn.ModuleList(
@@ -104,19 +105,22 @@ class SliceEmbedder(ContextEncoder):
     def stack(self, slices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """slices ``[B, N, L, C, h, w]``, target ``[B]`` -> ``[B, K*L*C, h, w]``: slot ``k`` holds
         the slice at offset ``k`` from the target, or zeros."""
-        b, n, levels, c, h, w = slices.shape
+        b, _, levels, c, h, w = slices.shape
         padded = torch.cat([slices, slices.new_zeros(b, 1, levels, c, h, w)], dim=1)
         chosen = padded[torch.arange(b, device=slices.device).view(b, 1), self.slots[target]]
         return chosen.reshape(b, -1, h, w)
 
-    def forward(self, slices: torch.Tensor, target: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, slices: torch.Tensor, target: torch.Tensor, cond: torch.Tensor | None = None,
+                side: torch.Tensor | None = None) -> torch.Tensor:
         """slices ``[B, N, L, C, h, w]``, target ``[B]`` long, cond ``[B, N, Lc, C, h, w]`` or
-        None -> context map ``[B, D, h, w]``."""
+        None, side ``[B, E]`` or None -> context map ``[B, D, h, w]``."""
         b, _, _, _, h, w = slices.shape
         inputs = [self.stack(slices, target)]
         if cond is not None:
             inputs.append(cond.reshape(b, -1, h, w))
         inputs.append(self.position(target).view(b, -1, 1, 1).expand(-1, -1, h, w))
+        if side is not None:
+            inputs.append(side.view(b, -1, 1, 1).expand(-1, -1, h, w))
         x = torch.cat(inputs, dim=1)
         for conv in self.convs:
             x = torch.relu(conv(x))
