@@ -19,6 +19,7 @@ from tempfile import TemporaryDirectory
 import torch
 
 from spnkit import build, plugins
+from spnkit.data.loader import exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate
 from spnkit.engine.train import StageTrainer
@@ -54,13 +55,13 @@ def matched(decoder: str, target: int, common: list[str]) -> build.Resolved:
     return best[1]
 
 
-def train_for(resolved: build.Resolved, seconds: float, images, folder: Path) -> tuple[Pipeline, int]:
+def train_for(resolved: build.Resolved, seconds: float, shards, folder: Path) -> tuple[Pipeline, int]:
     """Train every stage for an equal share of ``seconds``; the Polyak-averaged pipeline and steps."""
     pipeline = build.build_pipeline(resolved)
     steps = 0
     share = seconds / len(resolved.recipe.stages)
     for name in resolved.recipe.stages:
-        trainer = StageTrainer(resolved, name, images, folder / name)
+        trainer = StageTrainer(resolved, name, shards, folder / name)
         started = time.perf_counter()
         while time.perf_counter() - started < share:
             trainer.train_step()
@@ -78,8 +79,8 @@ def main() -> None:
     spn = build.load(str(RECIPE), common)
     target = parameters(spn)
     registry = plugins.default_registry()
-    train = load_split(spn.recipe.data, "train").images
-    test = load_split(spn.recipe.data, "test").images[: args.test_images]
+    train = load_split(spn.recipe.data, "train").shards
+    test = load_split(spn.recipe.data, "test").shards
     rows = []
     candidates = [("spn (quickstart, 2 stages)", spn)]
     for decoder in DECODERS:
@@ -88,11 +89,12 @@ def main() -> None:
             continue
         candidates.append((decoder, matched(decoder, target, common)))
     print(f"Fashion-MNIST (embedded), {args.seconds:.0f} s of training each, "
-          f"test bits/dim on {len(test)} images, {torch.get_num_threads()} threads")
+          f"test bits/dim on {args.test_images} images, {torch.get_num_threads()} threads")
     with TemporaryDirectory() as scratch:
         for label, resolved in candidates:
             pipeline, steps = train_for(resolved, args.seconds, train, Path(scratch) / label.split()[0])
-            result = evaluate.bits_per_dim(pipeline, test, 100, progress=False)
+            result = evaluate.bits_per_dim(pipeline, exact_batches(test, 100, (1, 28, 28)), args.test_images,
+                                           progress=False)
             rows.append((label, parameters(resolved), steps, result["test_bits_per_dim"]))
             print(f"  {label:<28}{rows[-1][1]:>10,} parameters{steps:>7} steps{rows[-1][3]:>9.4f} bits/dim",
                   flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from spnkit import build, plugins
-from spnkit.data.sources import DataError
+from spnkit.data import DataError
 from spnkit.recipe import RecipeError
 
 USER_ERROR = 2
@@ -158,6 +158,22 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {target}")
 
 
+def cmd_shard(args: argparse.Namespace) -> None:
+    from spnkit.data import writer
+
+    geometry = writer.Geometry(args.size, args.resize)
+    manifest = writer.write_shards([Path(s) for s in args.sources], Path(args.out_dir), geometry, args.split,
+                                   args.shard_size, args.workers, progress=not args.quiet)
+    shape = f"{manifest['channels']}x{manifest['height']}x{manifest['width']}"
+    for name, split in manifest["splits"].items():
+        shards = split["shards"]
+        last = f"{{000000..{len(shards) - 1:06d}}}" if len(shards) > 1 else "000000"
+        print(f"{name}: {split['samples']} images ({shape}) in {len(shards)} shards: "
+              f"{Path(args.out_dir) / f'{name}-{last}.tar'}")
+    if manifest["classes"]:
+        print(f"classes: {', '.join(manifest['classes'])}")
+
+
 def _table(rows: list[tuple]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
@@ -176,6 +192,20 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    shard = commands.add_parser("shard", help="write images into WebDataset shards and a manifest")
+    shard.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="a folder of images (class_name/image.png gives labels), IDX files, .npy or .npz arrays")
+    shard.add_argument("out_dir", metavar="OUT_DIR", help="folder for the shards and manifest.json")
+    shard.add_argument("--size", type=int, help="output side in pixels (square; default: keep the source size)")
+    shard.add_argument("--resize", choices=["area", "center-crop"], default="area",
+                       help="area: box-filter the whole image (TensorFlow's resize_area); "
+                            "center-crop: take the central square first")
+    shard.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    shard.add_argument("--split", default="train=0.95,test=0.05",
+                       help="NAME=FRACTION,... or NAME=COUNT,...,NAME=rest, or one NAME for everything")
+    shard.add_argument("--workers", type=int, help="encoding processes (default: all cores)")
+    shard.add_argument("--quiet", action="store_true", help="no progress bar")
+    shard.set_defaults(func=cmd_shard)
     for name, func, text in [("check", cmd_check, "validate a recipe and size its stages"),
                              ("show", cmd_show, "print the resolved recipe as TOML")]:
         sub = commands.add_parser(name, help=text)

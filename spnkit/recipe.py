@@ -57,8 +57,11 @@ class DataConfig:
     width: int = 28
     channels: int = 1
     bits: int = 8
-    train: str = ""
+    train: str = ""  # shards: a path, brace pattern or glob, e.g. "data/x/train-{000000..000026}.tar"
     test: str = ""
+    prepare: str = ""  # the command that makes the shards, shown when they are missing
+    workers: int = 0  # loader worker processes per rank (0: read in the training process)
+    max_bad_samples: int = 10  # distinct damaged samples tolerated before a run stops
 
 
 @attrs.frozen

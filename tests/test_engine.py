@@ -136,7 +136,8 @@ def test_paper_recipe_without_its_data_is_one_error_line(capsys):
     recipe = Path(__file__).parents[1] / "recipes" / "celebahq256.toml"
     assert cli.main(["run", str(recipe), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: data.train: 100 of 100 shards not found: data/celebahq256/train-000000.tar")
+    assert len(err) == 1 and err[0].startswith("error: data.train: 27 of 27 shards not found: data/celebahq256/train-000000.tar")
+    assert "make them with `spnkit shard CELEBA_HQ_FOLDER data/celebahq256 --size 256 --split train=27000,test=rest`" in err[0]
 
 
 def test_no_readable_checkpoint_is_one_error_line(recipe_path, tmp_path, capsys):

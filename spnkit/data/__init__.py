@@ -1,1 +1,6 @@
-"""Data sources: where images come from, as ``[N, C, H, W]`` uint8 arrays."""
+"""Data: the shard writer (``writer``), named sources of shards (``sources``) and the streaming
+loader that feeds training and exact evaluation (``loader``)."""
+
+
+class DataError(Exception):
+    """Data that is missing, damaged or does not match the recipe; the message names what and where."""

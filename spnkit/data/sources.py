@@ -1,69 +1,107 @@
-"""Named data sources for recipes' ``[data]`` table: arrays of images ``[N, C, H, W]`` uint8.
+"""Named data sources for recipes' ``[data]`` table, each a list of shards for the loader.
 
 * ``fashion_mnist``: the full set from /usr/share/datasets/fashion-mnist when it is installed
   (``apt-get install dataset-fashion-mnist``), else the subset that ships with spnkit;
 * ``fashion_mnist_embedded`` / ``fashion_mnist_full``: one of the two, explicitly;
-* ``shards``: WebDataset tar shards named by ``data.train`` / ``data.test`` (brace patterns).
+* ``shards``: WebDataset tar shards named by ``data.train`` / ``data.test`` (a path, a brace
+  pattern such as ``train-{000000..000026}.tar``, or a glob). A ``manifest.json`` beside them
+  (written by ``spnkit shard``) is checked against the files and the recipe.
 """
 
 from __future__ import annotations
 
 import glob
-import io
-import tarfile
+import json
+import warnings
 from pathlib import Path
 
 import attrs
 import braceexpand
-import numpy as np
-from PIL import Image
 
+from spnkit.data import DataError
 from spnkit.data.idx import read_idx
+from spnkit.data.loader import Shard, array_shards, tar_shards
+from spnkit.data.writer import MANIFEST
 from spnkit.recipe import DataConfig
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDED = Path(__file__).parent / "embedded"
 SPLIT_FILES = {"train": "train", "test": "t10k"}
 SOURCES = ("fashion_mnist", "fashion_mnist_embedded", "fashion_mnist_full", "shards")
-
-
-class DataError(Exception):
-    """Data that is missing or does not match the recipe; the message names what and where."""
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
 
 
 @attrs.frozen
 class Split:
-    images: np.ndarray  # [N, C, H, W] uint8
+    shards: list[Shard]
     origin: str
+    samples: int | None  # when known without reading every shard
+    classes: list[str] | None = None  # class names by label, when the source names them
 
 
 def _fashion_mnist(folder: Path, split: str, origin: str) -> Split:
-    images = read_idx(folder / f"{SPLIT_FILES[split]}-images-idx3-ubyte.gz")
-    return Split(images[:, None], origin)
+    stem = SPLIT_FILES[split]
+    images = read_idx(folder / f"{stem}-images-idx3-ubyte.gz")[:, None]
+    labels = read_idx(folder / f"{stem}-labels-idx1-ubyte.gz").astype("int64")
+    return Split(array_shards(f"{origin} {split}", images, labels), origin, len(images), FASHION_MNIST_CLASSES)
 
 
-def _shards(pattern: str, field: str) -> Split:
+def expand(pattern: str) -> list[str]:
+    """Paths named by a brace pattern and/or glob, in order."""
+    return [path for part in braceexpand.braceexpand(pattern) for path in (sorted(glob.glob(part)) or [part])]
+
+
+def _manifest(urls: list[str], data: DataConfig, field: str) -> dict | None:
+    path = Path(urls[0]).parent / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        described = (manifest["channels"], manifest["height"], manifest["width"])
+        listed = {s["name"]: s for split in manifest["splits"].values() for s in split["shards"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"data.{field}: {path} is not a shard manifest ({type(exc).__name__}: {exc})") from None
+    if described != (data.channels, data.height, data.width):
+        raise DataError(f"data.{field}: {path} describes images of {described} (C, H, W), the recipe says "
+                        f"{(data.channels, data.height, data.width)}")
+    sizes = {}
+    for url in urls:
+        entry = listed.get(Path(url).name)
+        size = Path(url).stat().st_size
+        if entry is None:
+            warnings.warn(f"{url} is not in {path}; reading it without a known sample count", stacklevel=3)
+        elif size != entry["bytes"]:
+            warnings.warn(f"{url} has {size} bytes, {path} says {entry['bytes']}: it changed after "
+                          "`spnkit shard` wrote it; reading what is there", stacklevel=3)
+        else:
+            sizes[Path(url).name] = entry["samples"]
+    return {"sizes": sizes, "classes": manifest.get("classes")}
+
+
+def _shards(data: DataConfig, split: str) -> Split:
+    field = "train" if split == "train" else "test"
+    pattern = getattr(data, field)
     if not pattern:
         raise DataError(f"data.{field}: no shard pattern given (source = \"shards\")")
-    urls = [u for part in braceexpand.braceexpand(pattern) for u in (glob.glob(part) or [part])]
+    urls = expand(pattern)
     missing = [u for u in urls if not Path(u).is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise DataError(f"data.{field}: {len(missing)} of {len(urls)} shards not found: {shown} "
-                        "(write shards with `spnkit shard`, or point data.train/data.test at them)")
-    images = []
-    for url in urls:
-        with tarfile.open(url) as tar:
-            for member in sorted(tar.getmembers(), key=lambda m: m.name):
-                if member.name.endswith(".png"):
-                    with Image.open(io.BytesIO(tar.extractfile(member).read())) as image:
-                        array = np.asarray(image)
-                    images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-    return Split(np.stack(images), pattern)
+        how = f"make them with `{data.prepare}`" if data.prepare else "write shards with `spnkit shard`"
+        raise DataError(f"data.{field}: {len(missing)} of {len(urls)} shards not found: {shown} ({how}, "
+                        f"or point data.{field} at them)")
+    manifest = _manifest(urls, data, field)
+    shards = tar_shards(urls, manifest["sizes"] if manifest else None)
+    known = all(s.size is not None for s in shards)
+    if known and not sum(s.size for s in shards):
+        raise DataError(f"data.{field}: the {len(shards)} shards of {pattern} hold no samples")
+    samples = sum(s.size for s in shards) if known else None
+    return Split(shards, pattern, samples, manifest["classes"] if manifest else None)
 
 
 def load_split(data: DataConfig, split: str) -> Split:
-    """The ``train`` or ``test`` images that ``data`` names, checked against its declared shape."""
+    """The ``train`` or ``test`` shards that ``data`` names."""
     if data.source == "fashion_mnist":
         full = SYSTEM_FASHION_MNIST.is_dir()
         found = _fashion_mnist(SYSTEM_FASHION_MNIST if full else EMBEDDED, split,
@@ -75,11 +113,10 @@ def load_split(data: DataConfig, split: str) -> Split:
             raise DataError(f"data.source: {SYSTEM_FASHION_MNIST} not found (apt-get install dataset-fashion-mnist)")
         found = _fashion_mnist(SYSTEM_FASHION_MNIST, split, "fashion-mnist (full set)")
     elif data.source == "shards":
-        found = _shards(data.train if split == "train" else data.test, split)
+        return _shards(data, split)
     else:
         raise DataError(f"data.source: unknown source {data.source!r}; expected one of {', '.join(SOURCES)}")
-    shape = (data.channels, data.height, data.width)
-    if found.images.shape[1:] != shape:
-        raise DataError(f"data: {found.origin} holds images of {found.images.shape[1:]} (C, H, W), "
-                        f"the recipe says {shape}")
+    if (data.channels, data.height, data.width) != (1, 28, 28):
+        raise DataError(f"data: {found.origin} holds images of (1, 28, 28) (C, H, W), the recipe says "
+                        f"{(data.channels, data.height, data.width)}")
     return found

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -12,18 +12,34 @@ from spnkit.system import Pipeline
 
 
 @torch.no_grad()
-def bits_per_dim(pipeline: Pipeline, images: np.ndarray, batch_size: int, progress: bool = True) -> dict:
-    """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}``: each stage's
-    share is its NLL in bits over all dims of the image, so the shares add up to the system."""
+def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, total: int | None = None,
+                 progress: bool = True) -> dict:
+    """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
+    (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
+    ``spnkit.data.loader.exact_batches`` yields), the first ``limit`` valid images when
+    ``limit > 0``. Each stage's share is its NLL in bits over all dims of the image, so the
+    shares add up to the system."""
     pipeline.eval()
     totals = {name: 0.0 for name in pipeline.stages}
-    count = len(images)
-    for start in tqdm(range(0, count, batch_size), desc="evaluate", disable=not progress, dynamic_ncols=True):
-        x = torch.from_numpy(images[start : start + batch_size]).long()
-        for name, log_prob in pipeline.log_prob(x).items():
-            totals[name] += -log_prob.double().sum().item()
-    dims = count * int(np.prod(images.shape[1:]))
-    stages = {name: nats / (dims * math.log(2)) for name, nats in totals.items()}
+    count, dims = 0, 0
+    bar = tqdm(total=limit or total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
+    for batch in batches:
+        valid = batch["valid"]
+        if limit:
+            valid = valid & (valid.cumsum(0) <= limit - count)
+        taken = int(valid.sum())
+        if taken:
+            images = batch["images"].long()
+            dims = images[0].numel()
+            for name, log_prob in pipeline.log_prob(images).items():
+                totals[name] += -(log_prob.double() * valid).sum().item()
+            count += taken
+            bar.update(taken)
+        if limit and count >= limit:
+            break
+    bar.close()
+    stages = {name: nats / (max(count, 1) * dims * math.log(2)) if count else float("nan")
+              for name, nats in totals.items()}
     return {"test_bits_per_dim": sum(stages.values()), "stages": stages, "images": count}
 
 

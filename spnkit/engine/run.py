@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from spnkit import build
+from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, images
 from spnkit.engine.train import StageTrainer, load_trained
@@ -31,16 +32,20 @@ def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, 
     split = load_split(resolved.recipe.data, "train")
     out.mkdir(parents=True, exist_ok=True)
     for name in stages or list(resolved.recipe.stages):
-        trainer = StageTrainer(resolved, name, split.images, out / "stages" / name)
+        trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name)
         trainer.train(metrics=out / "metrics.jsonl", progress=progress)
     return split.origin
 
 
 def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = True) -> dict:
-    split = load_split(resolved.recipe.data, "test")
-    limit = resolved.recipe.eval.max_images or len(split.images)
-    result = evaluate.bits_per_dim(pipeline, split.images[:limit], resolved.recipe.eval.batch_size, progress)
-    return {**result, "test_data": split.origin}
+    """Exact bits/dim on the test split (the first ``eval.max_images`` when set)."""
+    data = resolved.recipe.data
+    split = load_split(data, "test")
+    skips = SkipLog(data.max_bad_samples)
+    batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, (data.channels, data.height, data.width),
+                            workers=data.workers, skips=skips)
+    result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples, progress)
+    return {**result, "test_data": split.origin, "skipped": skips.records()}
 
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,

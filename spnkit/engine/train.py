@@ -14,13 +14,12 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from spnkit import build
-from spnkit.data.sources import DataError
+from spnkit.data.loader import Shard, TrainingBatches
 from spnkit.engine import checkpoint, settings
 from spnkit.recipe import TrainConfig
 from spnkit.system import AutoregressiveStage, Pipeline
@@ -46,13 +45,10 @@ def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
 class StageTrainer:
     """Owns one stage's model, EMA copy, optimizer, data position and random streams."""
 
-    def __init__(self, resolved: build.Resolved, name: str, images: np.ndarray, folder: Path) -> None:
-        self.resolved, self.name, self.images, self.folder = resolved, name, images, folder
+    def __init__(self, resolved: build.Resolved, name: str, shards: list[Shard], folder: Path) -> None:
+        self.resolved, self.name, self.shards, self.folder = resolved, name, shards, folder
         recipe = resolved.recipe
         settings.check(recipe)
-        if len(images) < recipe.train.batch_size:
-            raise DataError(f"train.batch_size: {recipe.train.batch_size} is more than the "
-                             f"{len(images)} training images")
         self.config = recipe.train
         self.seed = recipe.seed * 1000 + list(recipe.stages).index(name)
         torch.manual_seed(self.seed)
@@ -64,24 +60,13 @@ class StageTrainer:
                                              alpha=self.config.decay, eps=self.config.eps,
                                              momentum=self.config.momentum)
         self.slice_generator = torch.Generator().manual_seed(self.seed + 1)
-        self.step, self.epoch, self.position = 0, 0, 0
-        self.order = self._order()
-        self._resume()
+        self.step = 0
+        self.batches = self._resume()
 
-    # -- data -----------------------------------------------------------------------------
-
-    def _order(self) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        return torch.randperm(len(self.images), generator=generator)
-
-    def _next_batch(self) -> torch.Tensor:
-        size = self.config.batch_size
-        if self.position + size > len(self.order):  # equal batches only: start the next epoch
-            self.epoch, self.position = self.epoch + 1, 0
-            self.order = self._order()
-        index = self.order[self.position : self.position + size]
-        self.position += size
-        return torch.from_numpy(self.images[index.numpy()]).long()
+    def _batches(self, state: dict | None) -> TrainingBatches:
+        data = self.resolved.recipe.data
+        return TrainingBatches(self.shards, self.config.batch_size, (data.channels, data.height, data.width),
+                               self.seed, workers=data.workers, max_bad=data.max_bad_samples, state=state)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -95,26 +80,25 @@ class StageTrainer:
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "epoch": self.epoch,
-            "position": self.position,
+            "data": self.batches.state(),
             "slice_generator": self.slice_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
 
-    def _resume(self) -> None:
+    def _resume(self) -> TrainingBatches:
         state = checkpoint.load(self.folder)
         if state is None:
-            return
+            return self._batches(None)
         if state["fingerprint"] != stage_fingerprint(self.resolved, self.name):
             raise RecipeMismatch(f"{self.folder} holds stage {self.name!r} of a different recipe; "
                                  "use another --out folder or delete it")
         self.stage.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.step = state["step"]
         self.slice_generator.set_state(state["slice_generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.order = self._order()
+        return self._batches(state["data"])
 
     def save(self) -> None:
         checkpoint.save(self.state(), self.folder)
@@ -124,7 +108,7 @@ class StageTrainer:
     def train_step(self) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
-        target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(self._next_batch()))
+        target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(next(self.batches)[0].long()))
         loss = self.stage.loss(target, cond, self.slice_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,328 @@
+"""The streaming loader: shards in, fixed-shape batches out, for training and exact evaluation.
+
+A *shard* is a WebDataset tar file or a slice of an in-memory array (the embedded and system
+Fashion-MNIST go through the same code). Each shard is read as a list of records (raw bytes,
+decoded lazily); a damaged record becomes a ``Skip`` naming its shard and key.
+
+Training (``TrainingBatches``) is an infinite resampled stream. Each worker ``slot`` of each
+rank runs rounds; round ``k`` draws a shard (with replacement) and an order of its records from
+a generator seeded by ``(seed, generation, rank, slot, k)``, and fills batches of exactly ``batch_size``.
+Batches carry a cursor ``(round, position)``; the consumer keeps the cursor of the last batch
+it took from each slot, so a checkpointed stream resumes exactly where it stopped, whatever
+the workers had prefetched. Every rank's stream is infinite, so ranks take equal numbers of
+equal batches (no DDP hang, no XLA recompile).
+
+Evaluation (``exact_batches``) is one pass: shard ``j`` goes to global worker
+``j mod (ranks * workers)``, so every image is seen exactly once across ranks and workers.
+Its batches are padded to ``batch_size`` with a ``valid`` mask, keeping shapes fixed.
+
+Skips are reported with a warning the first time each (shard, key) is seen; more than
+``max_bad`` distinct damaged samples stop the run with a ``DataError``.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+import tarfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import base_plus_ext
+
+from spnkit.data import DataError
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "ppm", "pgm")
+NO_LABEL = -1
+
+
+@attrs.frozen
+class Skip:
+    """A sample that could not be used."""
+
+    shard: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"sample {self.key!r} in {self.shard}: {self.reason}"
+
+
+class Shard(abc.ABC):
+    """A unit of reading: ``records()`` in stored order, ``decode(record)`` one at a time."""
+
+    name: str
+    size: int | None  # samples, when known without reading
+
+    @abc.abstractmethod
+    def records(self) -> list:
+        """Every record (raw, undecoded) and ``Skip`` for what could not be read, in order."""
+
+    @abc.abstractmethod
+    def decode(self, record, shape: tuple[int, int, int]) -> tuple[str, np.ndarray, int] | Skip:
+        """``(key, image [C, H, W] uint8, label or -1)`` or a ``Skip``."""
+
+
+@attrs.frozen
+class ArrayShard(Shard):
+    """Images ``[N, C, H, W]`` uint8 (and labels ``[N]``) from ``start`` to ``stop``."""
+
+    name: str
+    images: np.ndarray = attrs.field(repr=False)
+    labels: np.ndarray | None = attrs.field(repr=False)
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def records(self) -> list:
+        return list(range(self.start, self.stop))
+
+    def decode(self, record: int, shape: tuple[int, int, int]):
+        label = NO_LABEL if self.labels is None else int(self.labels[record])
+        return f"{record:08d}", self.images[record], label
+
+
+def array_shards(name: str, images: np.ndarray, labels: np.ndarray | None, size: int = 1000) -> list[ArrayShard]:
+    """``images`` cut into shards of ``size``."""
+    return [ArrayShard(f"{name}[{start}:{min(start + size, len(images))}]", images, labels, start,
+                       min(start + size, len(images))) for start in range(0, len(images), size)]
+
+
+@attrs.frozen
+class TarShard(Shard):
+    """A WebDataset tar file: consecutive members ``KEY.EXT`` form one sample."""
+
+    name: str
+    size: int | None = None
+
+    def records(self) -> list:
+        records: list = []
+        current_key, parts, reading = None, {}, None
+        try:
+            with tarfile.open(self.name, "r:") as tar:
+                for member in tar:
+                    if not member.isreg():
+                        continue
+                    key, extension = base_plus_ext(member.name)
+                    if key is None:
+                        continue
+                    if key != current_key:
+                        if current_key is not None:
+                            records.append((current_key, parts))
+                        current_key, parts = key, {}
+                    reading = key
+                    parts[extension.lower()] = tar.extractfile(member).read()
+                    reading = None
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            if reading is not None:  # the sample being read is incomplete: drop it
+                current_key = None
+            where = reading or (f"after {current_key or (records[-1][0] if records else 'the start')}")
+            records.append(Skip(self.name, where, f"{type(exc).__name__}: {exc}"))
+        if current_key is not None:
+            records.append((current_key, parts))
+        return records
+
+    def decode(self, record, shape: tuple[int, int, int]):
+        key, parts = record
+        encoded = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
+        if encoded is None:
+            return Skip(self.name, key, f"no image (found {', '.join(sorted(parts)) or 'no files'})")
+        try:
+            with Image.open(io.BytesIO(encoded)) as image:
+                array = np.asarray(image)
+            label = int(parts["cls"].decode()) if "cls" in parts else NO_LABEL
+        except (OSError, ValueError, SyntaxError) as exc:
+            return Skip(self.name, key, f"{type(exc).__name__}: {exc}")
+        if array.dtype != np.uint8:
+            return Skip(self.name, key, f"pixels are {array.dtype}, not 8 bit")
+        image = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        if image.shape != shape:
+            return Skip(self.name, key, f"image is {image.shape} (C, H, W), the recipe says {shape}")
+        return key, image, label
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+def _batch(samples: list[tuple[str, np.ndarray, int]], size: int, shape) -> dict:
+    images = np.zeros((size, *shape), np.uint8)
+    labels = np.full(size, NO_LABEL, np.int64)
+    valid = np.zeros(size, bool)
+    for index, (_, image, label) in enumerate(samples):
+        images[index], labels[index], valid[index] = image, label, True
+    return {"images": images, "labels": labels, "valid": valid, "keys": [key for key, _, _ in samples]}
+
+
+class TrainingStream(IterableDataset):
+    """The worker side of ``TrainingBatches``: endless batches with cursors."""
+
+    def __init__(self, shards: list[Shard], batch_size: int, shape, seed: list[int],
+                 cursors: dict[int, tuple[int, int]], first_slot: int) -> None:
+        self.shards = [s for s in shards if s.size != 0]
+        if not self.shards:
+            raise DataError(f"data: all {len(shards)} shards are empty")
+        self.batch_size, self.shape, self.seed = batch_size, tuple(shape), seed
+        self.cursors, self.first_slot = cursors, first_slot
+        self.known = sum(s.size or 0 for s in self.shards)
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, workers = _worker()
+        slot = (worker + self.first_slot) % workers
+        round_, start = self.cursors.get(slot, (0, 0))
+        samples, skipped, failures = [], [], 0
+        while True:
+            generator = np.random.default_rng([*self.seed, slot, round_])
+            shard = self.shards[generator.integers(len(self.shards))]
+            records = shard.records()
+            if not records:
+                failures += 1
+                if failures > max(self.known, 1000):
+                    yield {"error": f"data: no readable sample in {failures} tries (last: {shard.name} is empty)",
+                           "skipped": skipped}
+                    return
+            order = generator.permutation(len(records))
+            for position in range(start, len(records)):
+                record = records[order[position]]
+                decoded = record if isinstance(record, Skip) else shard.decode(record, self.shape)
+                if isinstance(decoded, Skip):
+                    skipped.append(decoded)
+                    failures += 1
+                    if failures > max(self.known, 1000):
+                        yield {"error": f"data: no readable sample in {failures} tries (last: {decoded})",
+                               "skipped": skipped}
+                        return
+                    continue
+                failures = 0
+                samples.append(decoded)
+                if len(samples) == self.batch_size:
+                    yield {**_batch(samples, self.batch_size, self.shape), "slot": slot,
+                           "cursor": (round_, position + 1), "skipped": skipped}
+                    samples, skipped = [], []
+            round_, start = round_ + 1, 0
+
+
+class ExactPass(IterableDataset):
+    """The worker side of ``exact_batches``."""
+
+    def __init__(self, shards: list[Shard], batch_size: int, shape, rank: int, world: int) -> None:
+        self.shards, self.batch_size, self.shape = shards, batch_size, tuple(shape)
+        self.rank, self.world = rank, world
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, workers = _worker()
+        me, everyone = self.rank * workers + worker, self.world * workers
+        samples, skipped = [], []
+        for index, shard in enumerate(self.shards):
+            if index % everyone != me:
+                continue
+            for record in shard.records():
+                decoded = record if isinstance(record, Skip) else shard.decode(record, self.shape)
+                if isinstance(decoded, Skip):
+                    skipped.append(decoded)
+                    continue
+                samples.append(decoded)
+                if len(samples) == self.batch_size:
+                    yield {**_batch(samples, self.batch_size, self.shape), "skipped": skipped}
+                    samples, skipped = [], []
+        if samples or skipped:
+            yield {**_batch(samples, self.batch_size, self.shape), "skipped": skipped}
+
+
+class SkipLog:
+    """Distinct damaged samples seen so far; warns on each new one, stops above ``limit``."""
+
+    def __init__(self, limit: int, seen: list[list[str]] = ()) -> None:
+        self.limit = limit
+        self.seen: dict[tuple[str, str], str] = {(shard, key): reason for shard, key, reason in seen}
+
+    def add(self, skips: list[Skip]) -> None:
+        for skip in skips:
+            if (skip.shard, skip.key) in self.seen:
+                continue
+            self.seen[(skip.shard, skip.key)] = skip.reason
+            warnings.warn(f"skipped {skip} ({len(self.seen)} damaged so far, at most {self.limit} allowed)",
+                          stacklevel=3)
+            if len(self.seen) > self.limit:
+                raise DataError(f"data: {len(self.seen)} damaged samples, more than data.max_bad_samples = "
+                                f"{self.limit} (latest: {skip}); repair or re-shard the data")
+
+    def records(self) -> list[list[str]]:
+        return [[shard, key, reason] for (shard, key), reason in self.seen.items()]
+
+
+def _as_is(batch: dict) -> dict:
+    return batch
+
+
+def _loader(dataset: IterableDataset, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_as_is)
+
+
+class TrainingBatches:
+    """Batches ``(images [B, C, H, W] uint8, labels [B] int64, -1: none)`` for one rank, forever.
+
+    ``state()`` is everything needed to resume exactly (plain lists and ints, checkpoint-safe);
+    pass it back as ``state`` with the same number of ``workers``.
+    """
+
+    def __init__(self, shards: list[Shard], batch_size: int, shape, seed: int, rank: int = 0,
+                 workers: int = 0, max_bad: int = 10, state: dict | None = None) -> None:
+        self.workers = workers
+        slots = max(workers, 1)
+        state = state or {}
+        if state and state["slots"] != slots:
+            warnings.warn(f"data position not restored: saved with {state['slots']} loader slots, now "
+                          f"{slots} (data.workers); the stream goes on with fresh rounds", stacklevel=2)
+            state = {"batches": state["batches"], "skipped": state["skipped"], "generation": state["batches"]}
+        self.generation = state.get("generation", 0)
+        self.cursors = {int(slot): tuple(c) for slot, c in state.get("cursors", {}).items()}
+        self.next_slot = state.get("next_slot", 0)
+        self.batches = state.get("batches", 0)
+        self.skips = SkipLog(max_bad, state.get("skipped", []))
+        stream = TrainingStream(shards, batch_size, shape, [seed, self.generation, rank], dict(self.cursors),
+                                self.next_slot)
+        self._iterator = iter(_loader(stream, workers))
+
+    def __iter__(self) -> TrainingBatches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        item = next(self._iterator)
+        self.skips.add(item["skipped"])
+        if "error" in item:
+            raise DataError(item["error"])
+        self.cursors[item["slot"]] = tuple(item["cursor"])
+        self.next_slot = (item["slot"] + 1) % max(self.workers, 1)
+        self.batches += 1
+        return torch.as_tensor(item["images"]), torch.as_tensor(item["labels"])
+
+    def state(self) -> dict:
+        return {"slots": max(self.workers, 1), "generation": self.generation, "cursors": {str(s): list(c) for s, c in self.cursors.items()},
+                "next_slot": self.next_slot, "batches": self.batches, "skipped": self.skips.records()}
+
+
+def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, world: int = 1,
+                  workers: int = 0, max_bad: int = 10, skips: SkipLog | None = None) -> Iterator[dict]:
+    """One pass over this rank's share of ``shards``: dicts with ``images`` ``[B, C, H, W]`` uint8,
+    ``labels`` ``[B]`` int64, ``valid`` ``[B]`` bool (padding is invalid) and ``keys``."""
+    skips = skips or SkipLog(max_bad)
+    for item in _loader(ExactPass(shards, batch_size, shape, rank, world), workers):
+        skips.add(item["skipped"])
+        yield {"images": torch.as_tensor(item["images"]), "labels": torch.as_tensor(item["labels"]),
+               "valid": torch.as_tensor(item["valid"]), "keys": item["keys"]}
+
+
+def tar_shards(urls: list[str], sizes: dict[str, int] | None = None) -> list[TarShard]:
+    """``TarShard``s for local paths; ``sizes`` (from a manifest) by file name."""
+    return [TarShard(url, (sizes or {}).get(Path(url).name)) for url in urls]
