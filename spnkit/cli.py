@@ -126,6 +126,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
 
 
+def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
+    """Labels for ``--class`` values: class names (any case) or ids."""
+    from spnkit.engine.run import class_names
+    from spnkit.engine.train import label_classes
+
+    classes = label_classes(resolved)
+    if classes is None:
+        raise UserError("--class: the recipe's stages are not class-conditional (no stage has a conditioner)")
+    names = class_names(resolved) or []
+    labels = []
+    for value in wanted:
+        matches = [i for i, name in enumerate(names) if name.lower() == value.lower()]
+        if matches:
+            labels.append(matches[0])
+        elif value.lstrip("-").isdigit() and 0 <= int(value) < classes:
+            labels.append(int(value))
+        else:
+            known = f"; the classes are {', '.join(f'{i}: {n}' for i, n in enumerate(names))}" if names else ""
+            raise UserError(f"--class: {value!r} is not a class name or an id in 0..{classes - 1}{known}")
+    return labels
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine import images, run
     from spnkit.engine.train import load_trained
@@ -146,15 +168,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
         if complete.shape[1:] != (data.height, data.width):
             raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
                             f"the recipe's images are {data.width}x{data.height}")
+    labels = _labels(resolved, args.classes) if args.classes else None
     pipeline = load_trained(resolved, out)
     try:
         pipeline.completion_masks(args.keep, (resolved.recipe.data.channels, 2, 2))
     except ValueError as exc:
         raise UserError(f"--keep: {exc}") from None
-    drawn = run.sample(resolved, pipeline, args.count, args.temperature, complete, args.seed, args.keep,
-                       reference=args.reference)
     target = Path(args.output) if args.output else out / "samples.png"
-    images.save_grid(drawn, target)
+    run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature, complete=complete,
+                     seed=args.seed, keep=args.keep, reference=args.reference)
     print(f"wrote {target}")
 
 
@@ -228,12 +250,16 @@ def parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--json", action="store_true", help="print the result as JSON")
         if name == "sample":
-            sub.add_argument("--count", type=int, default=16, help="number of images")
+            sub.add_argument("--count", type=int, default=16,
+                             help="number of images (per class for class-conditional recipes)")
             sub.add_argument("--temperature", type=float, help="divide every stage's logits by this")
             sub.add_argument("--complete", metavar="IMAGE", help="keep part of this PNG (see --keep), sample the rest")
             sub.add_argument("--keep", default="top",
                              help="with --complete: top (half), planes:K (most significant bit planes), slices:N")
             sub.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
+            sub.add_argument("--class", dest="classes", action="append", metavar="NAME|ID",
+                             help="class-conditional recipes: sample this class, one grid row per class "
+                                  "(repeatable; default: every class)")
             sub.add_argument("--output", help="PNG path (default: OUT/samples.png)")
             sub.add_argument("--reference", action="store_true",
                              help="use the slow reference path (one full forward pass per subpixel)")

@@ -150,6 +150,20 @@ class TarShard(Shard):
         return key, image, label
 
 
+def label_problem(sample: tuple[str, np.ndarray, int], shard: Shard, classes: int | None) -> str | None:
+    """Why ``sample``'s label does not suit a recipe conditioned on ``classes`` labels (None: it does,
+    or the recipe takes no labels)."""
+    key, _, label = sample
+    if classes is None:
+        return None
+    if label == NO_LABEL:
+        return (f"data: sample {key!r} in {shard.name} has no label (.cls), but the recipe's stages are "
+                f"class-conditional ({classes} classes)")
+    if not 0 <= label < classes:
+        return f"data: sample {key!r} in {shard.name} has label {label}, out of range for {classes} classes"
+    return None
+
+
 def _worker() -> tuple[int, int]:
     info = get_worker_info()
     return (info.id, info.num_workers) if info else (0, 1)
@@ -168,12 +182,12 @@ class TrainingStream(IterableDataset):
     """The worker side of ``TrainingBatches``: endless batches with cursors."""
 
     def __init__(self, shards: list[Shard], batch_size: int, shape, seed: list[int],
-                 cursors: dict[int, tuple[int, int]], first_slot: int) -> None:
+                 cursors: dict[int, tuple[int, int]], first_slot: int, classes: int | None = None) -> None:
         self.shards = [s for s in shards if s.size != 0]
         if not self.shards:
             raise DataError(f"data: all {len(shards)} shards are empty")
         self.batch_size, self.shape, self.seed = batch_size, tuple(shape), seed
-        self.cursors, self.first_slot = cursors, first_slot
+        self.cursors, self.first_slot, self.classes = cursors, first_slot, classes
         self.known = sum(s.size or 0 for s in self.shards)
 
     def __iter__(self) -> Iterator[dict]:
@@ -203,6 +217,10 @@ class TrainingStream(IterableDataset):
                                "skipped": skipped}
                         return
                     continue
+                problem = label_problem(decoded, shard, self.classes)
+                if problem:
+                    yield {"error": problem, "skipped": skipped}
+                    return
                 failures = 0
                 samples.append(decoded)
                 if len(samples) == self.batch_size:
@@ -215,9 +233,10 @@ class TrainingStream(IterableDataset):
 class ExactPass(IterableDataset):
     """The worker side of ``exact_batches``."""
 
-    def __init__(self, shards: list[Shard], batch_size: int, shape, rank: int, world: int) -> None:
+    def __init__(self, shards: list[Shard], batch_size: int, shape, rank: int, world: int,
+                 classes: int | None = None) -> None:
         self.shards, self.batch_size, self.shape = shards, batch_size, tuple(shape)
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.classes = rank, world, classes
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers = _worker()
@@ -231,6 +250,10 @@ class ExactPass(IterableDataset):
                 if isinstance(decoded, Skip):
                     skipped.append(decoded)
                     continue
+                problem = label_problem(decoded, shard, self.classes)
+                if problem:
+                    yield {"error": problem, "skipped": skipped}
+                    return
                 samples.append(decoded)
                 if len(samples) == self.batch_size:
                     yield {**_batch(samples, self.batch_size, self.shape), "skipped": skipped}
@@ -271,13 +294,14 @@ def _loader(dataset: IterableDataset, workers: int) -> DataLoader:
 
 class TrainingBatches:
     """Batches ``(images [B, C, H, W] uint8, labels [B] int64, -1: none)`` for one rank, forever.
+    With ``classes``, every sample must carry a label below it (``DataError`` otherwise).
 
     ``state()`` is everything needed to resume exactly (plain lists and ints, checkpoint-safe);
     pass it back as ``state`` with the same number of ``workers``.
     """
 
     def __init__(self, shards: list[Shard], batch_size: int, shape, seed: int, rank: int = 0,
-                 workers: int = 0, max_bad: int = 10, state: dict | None = None) -> None:
+                 workers: int = 0, max_bad: int = 10, state: dict | None = None, classes: int | None = None) -> None:
         self.workers = workers
         slots = max(workers, 1)
         state = state or {}
@@ -291,7 +315,7 @@ class TrainingBatches:
         self.batches = state.get("batches", 0)
         self.skips = SkipLog(max_bad, state.get("skipped", []))
         stream = TrainingStream(shards, batch_size, shape, [seed, self.generation, rank], dict(self.cursors),
-                                self.next_slot)
+                                self.next_slot, classes)
         self._iterator = iter(_loader(stream, workers))
 
     def __iter__(self) -> TrainingBatches:
@@ -313,12 +337,16 @@ class TrainingBatches:
 
 
 def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, world: int = 1,
-                  workers: int = 0, max_bad: int = 10, skips: SkipLog | None = None) -> Iterator[dict]:
+                  workers: int = 0, max_bad: int = 10, skips: SkipLog | None = None,
+                  classes: int | None = None) -> Iterator[dict]:
     """One pass over this rank's share of ``shards``: dicts with ``images`` ``[B, C, H, W]`` uint8,
-    ``labels`` ``[B]`` int64, ``valid`` ``[B]`` bool (padding is invalid) and ``keys``."""
+    ``labels`` ``[B]`` int64, ``valid`` ``[B]`` bool (padding is invalid) and ``keys``. With
+    ``classes``, every sample must carry a label below it (``DataError`` otherwise)."""
     skips = skips or SkipLog(max_bad)
-    for item in _loader(ExactPass(shards, batch_size, shape, rank, world), workers):
+    for item in _loader(ExactPass(shards, batch_size, shape, rank, world, classes), workers):
         skips.add(item["skipped"])
+        if "error" in item:
+            raise DataError(item["error"])
         yield {"images": torch.as_tensor(item["images"]), "labels": torch.as_tensor(item["labels"]),
                "valid": torch.as_tensor(item["valid"]), "keys": item["keys"]}
 

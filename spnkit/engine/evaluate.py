@@ -13,11 +13,12 @@ from spnkit.system import Pipeline
 
 @torch.no_grad()
 def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, total: int | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, conditional: bool = False) -> dict:
     """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
     ``spnkit.data.loader.exact_batches`` yields), the first ``limit`` valid images when
-    ``limit > 0``. Each stage's share is its NLL in bits over all dims of the image, so the
+    ``limit > 0``; ``conditional``: given each image's label (``labels`` ``[B]`` int64), so the
+    result is the conditional bits/dim. Each stage's share is its NLL in bits over all dims of the image, so the
     shares add up to the system."""
     pipeline.eval()
     totals = {name: 0.0 for name in pipeline.stages}
@@ -31,7 +32,8 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, to
         if taken:
             images = batch["images"].long()
             dims = images[0].numel()
-            for name, log_prob in pipeline.log_prob(images).items():
+            side = torch.where(batch["valid"], batch["labels"], 0) if conditional else None
+            for name, log_prob in pipeline.log_prob(images, side).items():
                 totals[name] += -(log_prob.double() * valid).sum().item()
             count += taken
             bar.update(taken)

@@ -19,7 +19,7 @@ from spnkit import build
 from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, images
-from spnkit.engine.train import StageTrainer, load_trained
+from spnkit.engine.train import StageTrainer, label_classes, load_trained
 from spnkit.system import Pipeline
 
 
@@ -42,17 +42,32 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
     data = resolved.recipe.data
     split = load_split(data, "test")
     skips = SkipLog(data.max_bad_samples)
+    classes = label_classes(resolved)
     batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, (data.channels, data.height, data.width),
-                            workers=data.workers, skips=skips)
-    result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples, progress)
-    return {**result, "test_data": split.origin, "skipped": skips.records()}
+                            workers=data.workers, skips=skips, classes=classes)
+    result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples, progress,
+                                   conditional=classes is not None)
+    return {**result, "test_data": split.origin, "conditional": classes is not None, "skipped": skips.records()}
+
+
+def class_names(resolved: build.Resolved) -> list[str] | None:
+    """Names of the classes by label, when the data names them."""
+    return load_split(resolved.recipe.data, "test").classes
 
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
            complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top",
-           reference: bool = False) -> np.ndarray:
+           reference: bool = False, labels: list[int] | None = None) -> np.ndarray:
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
-    ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest."""
+    ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest.
+    For class-conditional recipes, ``labels`` gives ``count`` images of each class in turn
+    (default: every class; ``N = count * len(labels)``)."""
+    classes = label_classes(resolved)
+    side = None
+    if classes is not None:
+        labels = list(range(classes)) if labels is None else labels
+        side = torch.tensor(labels).repeat_interleave(count)
+        count = len(side)
     recipe = resolved.recipe
     data = recipe.data
     temperatures = {name: stage.temperature if temperature is None else temperature
@@ -63,8 +78,16 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     if complete is not None:
         known = torch.from_numpy(complete).long().expand(count, -1, -1, -1)
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
-    drawn = pipeline.sample(count, shape, temperatures, generator, reference, known=known, masks=masks)
+    drawn = pipeline.sample(count, shape, temperatures, generator, reference, known=known, masks=masks, side=side)
     return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path: Path,
+                 labels: list[int] | None = None, **options) -> None:
+    """A PNG grid of samples: for class-conditional recipes one row of ``count`` per class
+    (``labels``, default every class), else ``count`` images in a square grid."""
+    drawn = sample(resolved, pipeline, count, labels=labels, **options)
+    images.save_grid(drawn, path, columns=count if label_classes(resolved) is not None else None)
 
 
 def run(resolved: build.Resolved, out: Path, progress: bool = True) -> dict:
@@ -73,7 +96,9 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True) -> dict:
     origin = train(resolved, out, progress=progress)
     pipeline = load_trained(resolved, out)
     result = evaluation(resolved, pipeline, progress)
-    images.save_grid(sample(resolved, pipeline, resolved.recipe.sample.count), out / "samples.png")
+    classes = label_classes(resolved)
+    count = resolved.recipe.sample.count
+    save_samples(resolved, pipeline, count if classes is None else max(1, count // classes), out / "samples.png")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     images.plot_curves(records, out / "curves.png")
     summary = {

@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from spnkit import build
+from spnkit.data import DataError
 from spnkit.data.loader import Shard, TrainingBatches
 from spnkit.engine import checkpoint, settings
 from spnkit.recipe import TrainConfig
@@ -33,6 +34,18 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     """Piecewise constant: ``learning_rate[k]`` from ``lr_milestones[k-1]`` on."""
     passed = sum(step >= milestone for milestone in config.lr_milestones)
     return config.learning_rate[min(passed, len(config.learning_rate) - 1)]
+
+
+def label_classes(resolved: build.Resolved) -> int | None:
+    """How many classes the recipe's conditional stages take labels of (None: unconditional)."""
+    side = resolved.side()
+    if side is None:
+        return None
+    kind, size = side
+    if kind != "labels":
+        raise DataError(f"the recipe's stages take vectors of {size} as side information; the engine reads "
+                        "labels (.cls) from data, so train vector-conditioned stages from Python")
+    return size
 
 
 def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
@@ -60,13 +73,15 @@ class StageTrainer:
                                              alpha=self.config.decay, eps=self.config.eps,
                                              momentum=self.config.momentum)
         self.slice_generator = torch.Generator().manual_seed(self.seed + 1)
+        self.classes = label_classes(resolved)
         self.step = 0
         self.batches = self._resume()
 
     def _batches(self, state: dict | None) -> TrainingBatches:
         data = self.resolved.recipe.data
         return TrainingBatches(self.shards, self.config.batch_size, (data.channels, data.height, data.width),
-                               self.seed, workers=data.workers, max_bad=data.max_bad_samples, state=state)
+                               self.seed, workers=data.workers, max_bad=data.max_bad_samples, state=state,
+                               classes=self.classes)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -108,8 +123,10 @@ class StageTrainer:
     def train_step(self) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
-        target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(next(self.batches)[0].long()))
-        loss = self.stage.loss(target, cond, self.slice_generator)
+        images, labels = next(self.batches)
+        target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(images.long()))
+        side = labels if self.classes is not None else None
+        loss = self.stage.loss(target, cond, self.slice_generator, side=side)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.stage.parameters(), self.config.grad_clip)
