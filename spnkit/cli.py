@@ -94,14 +94,25 @@ def _out(args: argparse.Namespace, resolved: build.Resolved) -> Path:
     return Path(args.out) if args.out else default_folder(resolved, args.recipe)
 
 
+def _backend(args: argparse.Namespace, resolved: build.Resolved):
+    from spnkit.engine.train import start_backend
+
+    return start_backend(resolved, _registry(args), args.backend)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from spnkit.engine import evaluate, run
 
     resolved = _resolved(args)
     out = _out(args, resolved)
-    summary = run.run(resolved, out, progress=not args.quiet)
-    print(evaluate.describe(summary))
-    print(f"wrote {out / 'summary.json'}, {out / 'samples.png'}, {out / 'curves.png'}, {out / 'metrics.jsonl'}")
+    backend = _backend(args, resolved)
+    try:
+        summary = run.run(resolved, out, progress=not args.quiet, backend=backend)
+    finally:
+        backend.stop()
+    if backend.is_main:
+        print(evaluate.describe(summary))
+        print(f"wrote {out / 'summary.json'}, {out / 'samples.png'}, {out / 'curves.png'}, {out / 'metrics.jsonl'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -113,8 +124,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         if name not in resolved.recipe.stages:
             raise UserError(f"--stage: unknown stage {name!r}; the recipe has {', '.join(resolved.recipe.stages)}")
     out = _out(args, resolved)
-    run.train(resolved, out, stages, progress=not args.quiet)
-    print(f"checkpoints in {out / 'stages'}")
+    backend = _backend(args, resolved)
+    try:
+        run.train(resolved, out, stages, progress=not args.quiet, backend=backend)
+    finally:
+        backend.stop()
+    if backend.is_main:
+        print(f"checkpoints in {out / 'stages'}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -122,8 +138,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from spnkit.engine.train import load_trained
 
     resolved = _resolved(args)
-    result = run.evaluation(resolved, load_trained(resolved, _out(args, resolved)), progress=not args.quiet)
-    print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
+    backend = _backend(args, resolved)
+    try:
+        pipeline = load_trained(resolved, _out(args, resolved)).to(backend.device)
+        result = run.evaluation(resolved, pipeline, progress=not args.quiet, backend=backend)
+    finally:
+        backend.stop()
+    if backend.is_main:
+        print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
 
 
 def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
@@ -244,6 +266,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override a recipe field (VALUE is TOML)")
         sub.add_argument("--out", help="output folder (default: runs/NAME)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name != "sample":
+            sub.add_argument("--backend", help="where to run: cpu, cuda, xla, ... (default: train.backend)")
         sub.set_defaults(func=func)
         if name == "train":
             sub.add_argument("--stage", action="append", help="train only this stage (repeatable)")

@@ -39,3 +39,8 @@ def spnkit_register_decoders(register):
 @hookspec
 def spnkit_register_conditioners(register):
     """Register ``spnkit.interfaces.Conditioner`` subclasses."""
+
+
+@hookspec
+def spnkit_register_backends(register):
+    """Register ``spnkit.engine.backend.Backend`` subclasses (where training runs)."""

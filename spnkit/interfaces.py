@@ -334,11 +334,13 @@ class Stage(nn.Module, abc.ABC):
     @abc.abstractmethod
     def loss(
         self, target: torch.Tensor, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
-        side: torch.Tensor | None = None,
+        side: torch.Tensor | None = None, uniform: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Unbiased estimate of ``-log_prob / modelled_dims`` from one uniformly drawn slice
-        per example: scalar float (nats per modelled subpixel). It runs in training steps, so
-        it does not check the values of ``side`` (validate labels once, up front)."""
+        per example: scalar float (nats per modelled subpixel). ``uniform`` ``[B]`` float in
+        [0, 1) picks each example's slice (default: drawn from ``generator``); it is a tensor, so
+        the step has static shapes and no host sync. It runs in training steps, so it does not
+        check the values of ``side`` (validate labels once, up front)."""
 
     @abc.abstractmethod
     def sample(

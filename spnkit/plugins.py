@@ -16,6 +16,7 @@ import attrs
 import pluggy
 
 from spnkit import hookspecs, interfaces
+from spnkit.engine.backend import Backend
 
 ENTRY_POINT_GROUP = "spnkit"
 AUTOLOAD_SWITCH = "SPNKIT_DISABLE_PLUGIN_AUTOLOAD"
@@ -26,6 +27,8 @@ BUILTIN_MODULES = (
     "spnkit.builtin.transformer",
     "spnkit.builtin.embedder",
     "spnkit.builtin.conditioners",
+    "spnkit.builtin.backends",
+    "spnkit.builtin.xla",
 )
 
 KINDS = {
@@ -34,6 +37,7 @@ KINDS = {
     "encoder": ("spnkit_register_encoders", interfaces.ContextEncoder),
     "decoder": ("spnkit_register_decoders", interfaces.SliceDecoder),
     "conditioner": ("spnkit_register_conditioners", interfaces.Conditioner),
+    "backend": ("spnkit_register_backends", Backend),
 }
 
 
@@ -100,7 +104,7 @@ class Registry:
         if not (isinstance(entry.cls, type) and issubclass(entry.cls, expected)):
             raise PluginError(
                 f"{entry.kind} {entry.name!r} from {entry.provider} must subclass "
-                f"spnkit.interfaces.{expected.__name__}, got {entry.cls!r}"
+                f"{expected.__module__}.{expected.__name__}, got {entry.cls!r}"
             )
         if not attrs.has(entry.cls.Options):
             raise PluginError(f"{entry.kind} {entry.name!r} from {entry.provider}: Options must be an attrs class")

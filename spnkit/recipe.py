@@ -62,6 +62,7 @@ class DataConfig:
     prepare: str = ""  # the command that makes the shards, shown when they are missing
     workers: int = 0  # loader worker processes per rank (0: read in the training process)
     max_bad_samples: int = 10  # distinct damaged samples tolerated before a run stops
+    streams: int = 0  # sample streams per global batch (0: ranks x workers); fix it to compare runs
 
 
 @attrs.frozen
@@ -94,6 +95,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 500
+    pixels_per_batch: int = 0  # > 0: batch_size = pixels_per_batch / (height * width), as the paper scales it
+    accumulate: int = 1  # micro-batches per step (gradient accumulation), each batch_size / accumulate / ranks
+    backend: str = "auto"  # a backend plugin: cpu, cuda, xla, ... ("auto": xla, then cuda, then cpu)
+    precision: str = "fp32"  # or "bf16" (autocast)
+    compile: bool = False  # torch.compile each stage
+    parallel: str = "ddp"  # with several processes: "ddp" (replicas) or "fsdp" (sharded parameters)
 
 
 @attrs.frozen

@@ -149,13 +149,18 @@ class AutoregressiveStage(Stage):
         return total
 
     def loss(self, target: torch.Tensor, cond: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, side: torch.Tensor | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, side: torch.Tensor | None = None,
+             uniform: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
         batch = target.shape[0]
         slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
         levels_slices = self.ordering.to_slices(target)
-        index = torch.randint(self.given_slices, self.num_slices, (batch,), generator=generator,
-                              device=generator.device if generator is not None else target.device).to(target.device)
+        if uniform is None:
+            index = torch.randint(self.given_slices, self.num_slices, (batch,), generator=generator,
+                                  device=generator.device if generator is not None else target.device).to(target.device)
+        else:
+            choices = self.num_slices - self.given_slices
+            index = self.given_slices + (uniform.to(target.device) * choices).long().clamp(max=choices - 1)
         rows = torch.arange(batch, device=target.device)
         side_h = self._side_vector(side, batch, check=False)
         logits = self.decoder(slices[rows, index], self._context(slices, index, self._cond_slices(cond, dtype), side_h))

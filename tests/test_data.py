@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from spnkit import cli
@@ -122,22 +123,29 @@ def test_area_resize_is_a_box_average():
     np.testing.assert_array_equal(resize_area(row, 1, 2)[0, 0], np.rint(first))
 
 
-def test_training_stream_resumes_exactly_and_ranks_differ(idx_file, tmp_path):
+def test_training_stream_resumes_exactly_and_ranks_split_it(idx_file, tmp_path):
     path, _, _ = idx_file
     manifest = write_shards([path], tmp_path, Geometry(None), split="train", shard_size=8, progress=False)
     shards = load_split(data_config(tmp_path, manifest), "train").shards
     shape = (1, 28, 28)
-    whole = TrainingBatches(shards, 6, shape, seed=5, workers=2)
-    expected = [next(whole)[0] for _ in range(12)]
-    first = TrainingBatches(shards, 6, shape, seed=5, workers=2)
-    taken = [next(first)[0] for _ in range(7)]
-    resumed = TrainingBatches(shards, 6, shape, seed=5, workers=2, state=json.loads(json.dumps(first.state())))
-    taken += [next(resumed)[0] for _ in range(5)]
+    whole = TrainingBatches(shards, 6, shape, seed=5, streams=2, workers=2)
+    expected = [next(whole) for _ in range(12)]
+    first = TrainingBatches(shards, 6, shape, seed=5, streams=2, workers=2)
+    taken = [next(first) for _ in range(7)]
+    resumed = TrainingBatches(shards, 6, shape, seed=5, streams=2, workers=0,
+                              state=json.loads(json.dumps(first.state())))
+    taken += [next(resumed) for _ in range(5)]
     for a, b in zip(expected, taken):
-        assert a.shape == (6, 1, 28, 28)
-        assert (a == b).all()
-    other_rank = TrainingBatches(shards, 6, shape, seed=5, rank=1, workers=2)
-    assert not all((next(other_rank)[0] == batch).all() for batch in expected[:3])
+        assert a.images.shape == (6, 1, 28, 28)
+        assert (a.images == b.images).all() and (a.uniform == b.uniform).all()
+    ranks = [TrainingBatches(shards, 6, shape, seed=5, rank=rank, world=2, streams=2) for rank in (0, 1)]
+    for batch in expected[:4]:
+        parts = [next(r) for r in ranks]
+        assert parts[0].images.shape == (3, 1, 28, 28) and not (parts[0].images == parts[1].images).all()
+        assert (torch.cat([p.images for p in parts]) == batch.images).all()
+        assert (torch.cat([p.uniform for p in parts]) == batch.uniform).all()
+    with pytest.raises(DataError, match="data.streams: 3 streams must divide the batch of 6, and split evenly"):
+        TrainingBatches(shards, 6, shape, seed=5, world=2, streams=3)
 
 
 def damage(folder: Path, manifest: dict) -> tuple[str, str]:
@@ -176,7 +184,7 @@ def test_damaged_samples_are_skipped_and_named(idx_file, tmp_path):
     with pytest.warns(UserWarning, match="skipped"):
         stream = TrainingBatches(shards.shards, 8, (1, 28, 28), seed=0, max_bad=2)
         for _ in range(40):
-            assert next(stream)[0].shape == (8, 1, 28, 28)
+            assert next(stream).images.shape == (8, 1, 28, 28)
     assert len(stream.state()["skipped"]) == 2
     with pytest.warns(UserWarning), pytest.raises(DataError, match="more than data.max_bad_samples = 1"):
         stream = TrainingBatches(shards.shards, 8, (1, 28, 28), seed=0, max_bad=1)

@@ -78,7 +78,7 @@ def test_resume_after_sigkill_is_bitwise_identical(recipe_path, tmp_path):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
-    assert torch.equal(a["slice_generator"], b["slice_generator"])
+    assert a["data"] == b["data"]  # every stream's cursor: the same samples and target slices follow
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous_one(recipe_path, tmp_path, capsys):

@@ -4,13 +4,14 @@ A *shard* is a WebDataset tar file or a slice of an in-memory array (the embedde
 Fashion-MNIST go through the same code). Each shard is read as a list of records (raw bytes,
 decoded lazily); a damaged record becomes a ``Skip`` naming its shard and key.
 
-Training (``TrainingBatches``) is an infinite resampled stream. Each worker ``slot`` of each
-rank runs rounds; round ``k`` draws a shard (with replacement) and an order of its records from
-a generator seeded by ``(seed, generation, rank, slot, k)``, and fills batches of exactly ``batch_size``.
-Batches carry a cursor ``(round, position)``; the consumer keeps the cursor of the last batch
-it took from each slot, so a checkpointed stream resumes exactly where it stopped, whatever
-the workers had prefetched. Every rank's stream is infinite, so ranks take equal numbers of
-equal batches (no DDP hang, no XLA recompile).
+Training (``TrainingBatches``) is made of ``streams`` infinite resampled sample streams; each
+global batch takes an equal part from every stream, and ranks split the streams between them.
+Stream ``s`` runs rounds; round ``k`` draws a shard (with replacement), an order of its records
+and a uniform number per record (which picks the sample's target slice) from a generator seeded
+by ``(seed, generation, s, k)``. Parts carry a cursor ``(round, position)``; the consumer keeps
+the cursor of the last part it took from each stream, so a checkpointed run resumes exactly
+where it stopped, whatever the workers had prefetched. Streams are infinite, so ranks take
+equal numbers of equal batches (no DDP hang, no XLA recompile).
 
 Evaluation (``exact_batches``) is one pass: shard ``j`` goes to global worker
 ``j mod (ranks * workers)``, so every image is seen exactly once across ranks and workers.
@@ -179,24 +180,30 @@ def _batch(samples: list[tuple[str, np.ndarray, int]], size: int, shape) -> dict
 
 
 class TrainingStream(IterableDataset):
-    """The worker side of ``TrainingBatches``: endless batches with cursors."""
+    """The worker side of ``TrainingBatches``: endless sub-batches of this rank's streams, each
+    with its stream's cursor. Worker ``j`` of ``w`` serves every ``w``-th of them, round robin."""
 
-    def __init__(self, shards: list[Shard], batch_size: int, shape, seed: list[int],
-                 cursors: dict[int, tuple[int, int]], first_slot: int, classes: int | None = None) -> None:
+    def __init__(self, shards: list[Shard], sub_batch: int, shape, seed: list[int], streams: list[int],
+                 cursors: dict[int, tuple[int, int]], classes: int | None = None) -> None:
         self.shards = [s for s in shards if s.size != 0]
         if not self.shards:
             raise DataError(f"data: all {len(shards)} shards are empty")
-        self.batch_size, self.shape, self.seed = batch_size, tuple(shape), seed
-        self.cursors, self.first_slot, self.classes = cursors, first_slot, classes
+        self.sub_batch, self.shape, self.seed = sub_batch, tuple(shape), seed
+        self.streams, self.cursors, self.classes = streams, cursors, classes
         self.known = sum(s.size or 0 for s in self.shards)
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers = _worker()
-        slot = (worker + self.first_slot) % workers
-        round_, start = self.cursors.get(slot, (0, 0))
+        mine = [self._stream(k) for k in self.streams[worker::workers]]
+        while True:
+            for stream in mine:
+                yield next(stream)
+
+    def _stream(self, stream: int) -> Iterator[dict]:
+        round_, start = self.cursors.get(stream, (0, 0))
         samples, skipped, failures = [], [], 0
         while True:
-            generator = np.random.default_rng([*self.seed, slot, round_])
+            generator = np.random.default_rng([*self.seed, stream, round_])
             shard = self.shards[generator.integers(len(self.shards))]
             records = shard.records()
             if not records:
@@ -206,6 +213,7 @@ class TrainingStream(IterableDataset):
                            "skipped": skipped}
                     return
             order = generator.permutation(len(records))
+            uniforms = generator.random(len(records))
             for position in range(start, len(records)):
                 record = records[order[position]]
                 decoded = record if isinstance(record, Skip) else shard.decode(record, self.shape)
@@ -222,9 +230,10 @@ class TrainingStream(IterableDataset):
                     yield {"error": problem, "skipped": skipped}
                     return
                 failures = 0
-                samples.append(decoded)
-                if len(samples) == self.batch_size:
-                    yield {**_batch(samples, self.batch_size, self.shape), "slot": slot,
+                samples.append((*decoded, uniforms[position]))
+                if len(samples) == self.sub_batch:
+                    yield {**_batch([d[:3] for d in samples], self.sub_batch, self.shape),
+                           "uniform": np.array([d[3] for d in samples]), "stream": stream,
                            "cursor": (round_, position + 1), "skipped": skipped}
                     samples, skipped = [], []
             round_, start = round_ + 1, 0
@@ -292,48 +301,79 @@ def _loader(dataset: IterableDataset, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_as_is)
 
 
-class TrainingBatches:
-    """Batches ``(images [B, C, H, W] uint8, labels [B] int64, -1: none)`` for one rank, forever.
-    With ``classes``, every sample must carry a label below it (``DataError`` otherwise).
+@attrs.frozen
+class TrainingBatch:
+    """One rank's share of a training step: ``images [B, C, H, W]`` uint8, ``labels [B]`` int64
+    (-1: none) and ``uniform [B]`` float64 in [0, 1), a per-sample draw that picks its target slice."""
 
-    ``state()`` is everything needed to resume exactly (plain lists and ints, checkpoint-safe);
-    pass it back as ``state`` with the same number of ``workers``.
+    images: torch.Tensor
+    labels: torch.Tensor
+    uniform: torch.Tensor
+
+
+class TrainingBatches:
+    """This rank's training batches, forever.
+
+    Every global batch of ``batch_size`` is made of ``streams`` equal parts, one from each of
+    ``streams`` independent sample streams; rank ``r`` of ``world`` reads streams
+    ``r * streams / world`` onwards. So a run's data (and each sample's target slice) does not
+    depend on how many processes share it: one process reading all streams sees exactly what
+    the ranks see together. ``state()`` (plain lists and ints) resumes exactly, also with another
+    number of ranks or workers, as long as ``streams`` is the same. With ``classes``, every sample
+    must carry a label below it (``DataError`` otherwise).
     """
 
-    def __init__(self, shards: list[Shard], batch_size: int, shape, seed: int, rank: int = 0,
-                 workers: int = 0, max_bad: int = 10, state: dict | None = None, classes: int | None = None) -> None:
-        self.workers = workers
-        slots = max(workers, 1)
+    def __init__(self, shards: list[Shard], batch_size: int, shape, seed: int, rank: int = 0, world: int = 1,
+                 streams: int = 1, workers: int = 0, max_bad: int = 10, state: dict | None = None,
+                 classes: int | None = None) -> None:
+        if batch_size % streams or streams % world or (streams // world) % max(workers, 1):
+            raise DataError(f"data.streams: {streams} streams must divide the batch of {batch_size}, and split "
+                            f"evenly over {world} rank(s) and {max(workers, 1)} loader worker(s) per rank")
         state = state or {}
-        if state and state["slots"] != slots:
-            warnings.warn(f"data position not restored: saved with {state['slots']} loader slots, now "
-                          f"{slots} (data.workers); the stream goes on with fresh rounds", stacklevel=2)
+        if state and state["streams"] != streams:
+            warnings.warn(f"data position not restored: saved with {state['streams']} streams, now {streams} "
+                          "(data.streams); the streams go on with fresh rounds", stacklevel=2)
             state = {"batches": state["batches"], "skipped": state["skipped"], "generation": state["batches"]}
+        self.streams, self.world = streams, world
         self.generation = state.get("generation", 0)
-        self.cursors = {int(slot): tuple(c) for slot, c in state.get("cursors", {}).items()}
-        self.next_slot = state.get("next_slot", 0)
+        self.cursors = {int(k): tuple(c) for k, c in state.get("cursors", {}).items()}
         self.batches = state.get("batches", 0)
         self.skips = SkipLog(max_bad, state.get("skipped", []))
-        stream = TrainingStream(shards, batch_size, shape, [seed, self.generation, rank], dict(self.cursors),
-                                self.next_slot, classes)
+        self.mine = list(range(rank * streams // world, (rank + 1) * streams // world))
+        stream = TrainingStream(shards, batch_size // streams, shape, [seed, self.generation], self.mine,
+                                {k: c for k, c in self.cursors.items() if k in self.mine}, classes)
         self._iterator = iter(_loader(stream, workers))
 
     def __iter__(self) -> TrainingBatches:
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        item = next(self._iterator)
-        self.skips.add(item["skipped"])
-        if "error" in item:
-            raise DataError(item["error"])
-        self.cursors[item["slot"]] = tuple(item["cursor"])
-        self.next_slot = (item["slot"] + 1) % max(self.workers, 1)
+    def __next__(self) -> TrainingBatch:
+        parts = []
+        for expected in self.mine:
+            item = next(self._iterator)
+            self.skips.add(item["skipped"])
+            if "error" in item:
+                raise DataError(item["error"])
+            assert item["stream"] == expected, "loader workers out of step"
+            self.cursors[expected] = tuple(item["cursor"])
+            parts.append(item)
         self.batches += 1
-        return torch.as_tensor(item["images"]), torch.as_tensor(item["labels"])
+        return TrainingBatch(*(torch.as_tensor(np.concatenate([p[key] for p in parts]))
+                               for key in ("images", "labels", "uniform")))
 
     def state(self) -> dict:
-        return {"slots": max(self.workers, 1), "generation": self.generation, "cursors": {str(s): list(c) for s, c in self.cursors.items()},
-                "next_slot": self.next_slot, "batches": self.batches, "skipped": self.skips.records()}
+        """Cursors of this rank's streams; ranks' states merge with ``merge_states``."""
+        return {"streams": self.streams, "generation": self.generation, "batches": self.batches,
+                "cursors": {str(k): list(c) for k, c in self.cursors.items()}, "skipped": self.skips.records()}
+
+
+def merge_states(states: list[dict]) -> dict:
+    """One state from every rank's ``TrainingBatches.state()``: all streams' cursors."""
+    merged = dict(states[0])
+    merged["cursors"] = {k: c for state in states for k, c in state["cursors"].items()}
+    merged["skipped"] = sorted({tuple(s) for state in states for s in state["skipped"]})
+    merged["skipped"] = [list(s) for s in merged["skipped"]]
+    return merged
 
 
 def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, world: int = 1,

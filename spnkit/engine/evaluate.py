@@ -8,31 +8,34 @@ from collections.abc import Iterable
 import torch
 from tqdm import tqdm
 
+from spnkit.engine.backend import Backend
 from spnkit.system import Pipeline
 
 
 @torch.no_grad()
 def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, total: int | None = None,
-                 progress: bool = True, conditional: bool = False) -> dict:
+                 progress: bool = True, conditional: bool = False, backend: Backend | None = None) -> dict:
     """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
     ``spnkit.data.loader.exact_batches`` yields), the first ``limit`` valid images when
     ``limit > 0``; ``conditional``: given each image's label (``labels`` ``[B]`` int64), so the
-    result is the conditional bits/dim. Each stage's share is its NLL in bits over all dims of the image, so the
+    result is the conditional bits/dim. With a multi-process ``backend``, each process passes
+    its share of the batches and the totals are summed over processes. Each stage's share is its NLL in bits over all dims of the image, so the
     shares add up to the system."""
     pipeline.eval()
+    device = next(pipeline.parameters()).device
     totals = {name: 0.0 for name in pipeline.stages}
     count, dims = 0, 0
     bar = tqdm(total=limit or total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
     for batch in batches:
-        valid = batch["valid"]
+        valid = batch["valid"].to(device)
         if limit:
             valid = valid & (valid.cumsum(0) <= limit - count)
         taken = int(valid.sum())
         if taken:
-            images = batch["images"].long()
+            images = batch["images"].to(device).long()
             dims = images[0].numel()
-            side = torch.where(batch["valid"], batch["labels"], 0) if conditional else None
+            side = torch.where(valid, batch["labels"].to(device), 0) if conditional else None
             for name, log_prob in pipeline.log_prob(images, side).items():
                 totals[name] += -(log_prob.double() * valid).sum().item()
             count += taken
@@ -40,6 +43,10 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, to
         if limit and count >= limit:
             break
     bar.close()
+    if backend is not None and backend.world > 1:
+        summed = backend.sum(torch.tensor([*totals.values(), count], dtype=torch.float64, device=device))
+        totals = dict(zip(totals, summed[:-1].tolist()))
+        count, dims = int(summed[-1]), max(backend.gather(dims))
     stages = {name: nats / (max(count, 1) * dims * math.log(2)) if count else float("nan")
               for name, nats in totals.items()}
     return {"test_bits_per_dim": sum(stages.values()), "stages": stages, "images": count}

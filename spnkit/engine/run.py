@@ -19,7 +19,9 @@ from spnkit import build
 from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, images
-from spnkit.engine.train import StageTrainer, label_classes, load_trained
+from spnkit.engine.backend import Backend
+from spnkit.engine.train import StageTrainer, label_classes, load_trained, start_backend
+from spnkit.recipe import RecipeError
 from spnkit.system import Pipeline
 
 
@@ -27,26 +29,34 @@ def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:
     return Path("runs") / (resolved.recipe.name or Path(recipe_path).stem)
 
 
-def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, progress: bool = True) -> str:
-    """Train the named stages (default: all, in order); returns where the data came from."""
+def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, progress: bool = True,
+          backend: Backend | None = None) -> str:
+    """Train the named stages (default: all, in order) on ``backend`` (default: the recipe's);
+    returns where the data came from."""
+    backend = backend or start_backend(resolved)
     split = load_split(resolved.recipe.data, "train")
     out.mkdir(parents=True, exist_ok=True)
     for name in stages or list(resolved.recipe.stages):
-        trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name)
+        trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
         trainer.train(metrics=out / "metrics.jsonl", progress=progress)
     return split.origin
 
 
-def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = True) -> dict:
-    """Exact bits/dim on the test split (the first ``eval.max_images`` when set)."""
+def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = True,
+               backend: Backend | None = None) -> dict:
+    """Exact bits/dim on the test split (the first ``eval.max_images`` when set); with several
+    processes each reads its share and the sums are added up."""
     data = resolved.recipe.data
     split = load_split(data, "test")
     skips = SkipLog(data.max_bad_samples)
     classes = label_classes(resolved)
+    rank, world = (backend.rank, backend.world) if backend else (0, 1)
+    if world > 1 and resolved.recipe.eval.max_images:
+        raise RecipeError(["eval.max_images: evaluate the whole test split when running several processes"])
     batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, (data.channels, data.height, data.width),
-                            workers=data.workers, skips=skips, classes=classes)
-    result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples, progress,
-                                   conditional=classes is not None)
+                            rank=rank, world=world, workers=data.workers, skips=skips, classes=classes)
+    result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples,
+                                   progress and rank == 0, conditional=classes is not None, backend=backend)
     return {**result, "test_data": split.origin, "conditional": classes is not None, "skipped": skips.records()}
 
 
@@ -90,23 +100,29 @@ def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path:
     images.save_grid(drawn, path, columns=count if label_classes(resolved) is not None else None)
 
 
-def run(resolved: build.Resolved, out: Path, progress: bool = True) -> dict:
-    """Train, evaluate, sample; writes summary.json, samples.png and curves.png into ``out``."""
+def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Backend | None = None) -> dict:
+    """Train, evaluate, sample; the main process writes summary.json, samples.png and curves.png
+    into ``out``."""
     started = time.perf_counter()
-    origin = train(resolved, out, progress=progress)
-    pipeline = load_trained(resolved, out)
-    result = evaluation(resolved, pipeline, progress)
-    classes = label_classes(resolved)
-    count = resolved.recipe.sample.count
-    save_samples(resolved, pipeline, count if classes is None else max(1, count // classes), out / "samples.png")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    images.plot_curves(records, out / "curves.png")
+    backend = backend or start_backend(resolved)
+    origin = train(resolved, out, progress=progress, backend=backend)
+    pipeline = load_trained(resolved, out).to(backend.device)
+    result = evaluation(resolved, pipeline, progress, backend)
     summary = {
         **result,
         "train_data": origin,
         "steps": resolved.recipe.train.steps,
         "parameters": {name: sum(p.numel() for p in stage.parameters()) for name, stage in pipeline.stages.items()},
+        "processes": backend.world,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if backend.is_main:
+        classes = label_classes(resolved)
+        count = resolved.recipe.sample.count
+        save_samples(resolved, pipeline.cpu(), count if classes is None else max(1, count // classes),
+                     out / "samples.png")
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        images.plot_curves(records, out / "curves.png")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    backend.barrier()
     return summary

@@ -34,12 +34,34 @@ def problems(recipe: Recipe) -> list[str]:
     need(train.grad_clip > 0, "train.grad_clip", "> 0", train.grad_clip)
     need(train.log_every >= 1, "train.log_every", ">= 1", train.log_every)
     need(train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1", train.checkpoint_every)
+    need(train.pixels_per_batch >= 0, "train.pixels_per_batch", ">= 0 (0: use batch_size)", train.pixels_per_batch)
+    pixels = recipe.data.height * recipe.data.width
+    if train.pixels_per_batch and train.pixels_per_batch % pixels:
+        found.append(f"train.pixels_per_batch: {train.pixels_per_batch} is not a multiple of the "
+                     f"{recipe.data.height}x{recipe.data.width} = {pixels} pixels of an image")
+    need(train.accumulate >= 1, "train.accumulate", ">= 1", train.accumulate)
+    if batch_size(recipe) % train.accumulate:
+        found.append(f"train.accumulate: {train.accumulate} micro-batches do not divide the batch of "
+                     f"{batch_size(recipe)}")
+    need(train.precision in ("fp32", "bf16"), "train.precision", '"fp32" or "bf16"', train.precision)
+    need(train.parallel in ("ddp", "fsdp"), "train.parallel", '"ddp" or "fsdp"', train.parallel)
+    need(recipe.data.workers >= 0, "data.workers", ">= 0", recipe.data.workers)
+    need(recipe.data.streams >= 0, "data.streams", ">= 0 (0: ranks x workers)", recipe.data.streams)
+    need(recipe.data.max_bad_samples >= 0, "data.max_bad_samples", ">= 0", recipe.data.max_bad_samples)
     need(recipe.eval.batch_size >= 1, "eval.batch_size", ">= 1", recipe.eval.batch_size)
     need(recipe.eval.max_images >= 0, "eval.max_images", ">= 0 (0: the whole test split)", recipe.eval.max_images)
     need(recipe.sample.count >= 1, "sample.count", ">= 1", recipe.sample.count)
     for name, stage in recipe.stages.items():
         need(stage.temperature > 0, f"stages.{name}.temperature", "> 0 (logits are divided by it)", stage.temperature)
     return found
+
+
+def batch_size(recipe: Recipe) -> int:
+    """The global batch: ``train.batch_size``, or ``pixels_per_batch`` over the image's pixels."""
+    train = recipe.train
+    if train.pixels_per_batch:
+        return max(1, train.pixels_per_batch // (recipe.data.height * recipe.data.width))
+    return train.batch_size
 
 
 def check(recipe: Recipe) -> None:

@@ -8,6 +8,7 @@ in separate processes; each keeps its checkpoints in its own folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,15 +16,21 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from spnkit import build
+from spnkit import build, plugins
 from spnkit.data import DataError
-from spnkit.data.loader import Shard, TrainingBatches
+from spnkit.data.loader import Shard, TrainingBatches, merge_states
 from spnkit.engine import checkpoint, settings
-from spnkit.recipe import TrainConfig
+from spnkit.engine.backend import Backend, BackendOptions
+from spnkit.plugins import Registry
+from spnkit.recipe import RecipeError, TrainConfig
 from spnkit.system import AutoregressiveStage, Pipeline
+
+
+AUTO_ORDER = ("xla", "cuda", "cpu")
 
 
 class RecipeMismatch(Exception):
@@ -55,48 +62,82 @@ def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
                        "data": {k: raw["data"][k] for k in ("height", "width", "channels", "bits")}}, sort_keys=True)
 
 
-class StageTrainer:
-    """Owns one stage's model, EMA copy, optimizer, data position and random streams."""
+class StageLoss(nn.Module):
+    """A stage's training loss as ``forward``, the call that DDP and FSDP wrap."""
 
-    def __init__(self, resolved: build.Resolved, name: str, shards: list[Shard], folder: Path) -> None:
+    def __init__(self, stage: AutoregressiveStage) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, target, cond, side, uniform) -> torch.Tensor:
+        return self.stage.loss(target, cond, side=side, uniform=uniform)
+
+
+def start_backend(resolved: build.Resolved, registry: Registry | None = None, name: str | None = None) -> Backend:
+    """The recipe's backend (``train.backend``, or ``name``), started: the process has joined its run."""
+    registry = registry or plugins.default_registry()
+    train = resolved.recipe.train
+    wanted = name or train.backend
+    if wanted == "auto":
+        names = registry.names("backend")
+        wanted = next((n for n in AUTO_ORDER if n in names and registry.get("backend", n).cls.available()), "cpu")
+    if wanted not in registry.names("backend"):
+        raise RecipeError([f"train.backend: unknown backend {wanted!r}; installed: {', '.join(registry.names('backend'))}"])
+    cls = registry.get("backend", wanted).cls
+    if not cls.available():
+        raise RecipeError([f"train.backend: {wanted!r} is not available on this machine"])
+    backend = cls(BackendOptions(train.precision, train.compile, train.parallel))
+    backend.start()
+    return backend
+
+
+class StageTrainer:
+    """Owns one stage's model, Polyak average, optimizer and data position, on one backend."""
+
+    def __init__(self, resolved: build.Resolved, name: str, shards: list[Shard], folder: Path,
+                 backend: Backend | None = None) -> None:
         self.resolved, self.name, self.shards, self.folder = resolved, name, shards, folder
         recipe = resolved.recipe
         settings.check(recipe)
+        self.backend = backend or start_backend(resolved, name="cpu")
         self.config = recipe.train
         self.seed = recipe.seed * 1000 + list(recipe.stages).index(name)
         torch.manual_seed(self.seed)
-        self.stage: AutoregressiveStage = build.build_stage(resolved, name)
+        device = self.backend.device
+        self.stage: AutoregressiveStage = build.build_stage(resolved, name).to(device)
         config = recipe.stages[name]
         self.view = Pipeline(resolved.quantizer(), {name: self.stage}, {name: (config.plane, config.downsample)})
+        self.model = self.backend.prepare(StageLoss(self.stage))
         self.ema = AveragedModel(self.stage, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema))
         self.optimizer = torch.optim.RMSprop(self.stage.parameters(), lr=self.config.learning_rate[0],
                                              alpha=self.config.decay, eps=self.config.eps,
                                              momentum=self.config.momentum)
-        self.slice_generator = torch.Generator().manual_seed(self.seed + 1)
         self.classes = label_classes(resolved)
+        self.batch_size = settings.batch_size(recipe)
         self.step = 0
         self.batches = self._resume()
 
     def _batches(self, state: dict | None) -> TrainingBatches:
         data = self.resolved.recipe.data
-        return TrainingBatches(self.shards, self.config.batch_size, (data.channels, data.height, data.width),
-                               self.seed, workers=data.workers, max_bad=data.max_bad_samples, state=state,
-                               classes=self.classes)
+        streams = data.streams or self.backend.world * max(data.workers, 1)
+        return TrainingBatches(self.shards, self.batch_size, (data.channels, data.height, data.width), self.seed,
+                               rank=self.backend.rank, world=self.backend.world, streams=streams,
+                               workers=data.workers, max_bad=data.max_bad_samples, state=state, classes=self.classes)
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def state(self) -> dict:
+        """The checkpoint, on the CPU (every process must call it: it gathers the data cursors)."""
         return {
             "stage": self.name,
             "fingerprint": stage_fingerprint(self.resolved, self.name),
             "recipe": self.resolved.to_toml(),
             "plugins": plugin_versions(self.resolved),
-            "model": self.stage.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": self.backend.full_state_dict(self.stage),
+            "ema": _cpu(self.ema.state_dict()),
+            "optimizer": _cpu(self.optimizer.state_dict()),
             "step": self.step,
-            "data": self.batches.state(),
-            "slice_generator": self.slice_generator.get_state(),
+            "data": merge_states(self.backend.gather(self.batches.state())),
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -111,49 +152,64 @@ class StageTrainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
-        self.slice_generator.set_state(state["slice_generator"])
         torch.set_rng_state(state["torch_rng"])
         return self._batches(state["data"])
 
     def save(self) -> None:
-        checkpoint.save(self.state(), self.folder)
+        state = self.state()
+        if self.backend.is_main:
+            checkpoint.save(state, self.folder)
+        self.backend.barrier()
 
     # -- training -------------------------------------------------------------------------
 
     def train_step(self) -> torch.Tensor:
+        """One optimizer step on this rank's share of a global batch (in ``train.accumulate``
+        micro-batches); returns this rank's mean loss, a device tensor (no host sync)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
-        images, labels = next(self.batches)
-        target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(images.long()))
-        side = labels if self.classes is not None else None
-        loss = self.stage.loss(target, cond, self.slice_generator, side=side)
+        batch = next(self.batches)
+        device, parts = self.backend.device, self.config.accumulate
+        total = torch.zeros((), device=device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for index, (images, labels, uniform) in enumerate(zip(batch.images.chunk(parts), batch.labels.chunk(parts),
+                                                              batch.uniform.chunk(parts))):
+            target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(images.to(device).long()))
+            side = labels.to(device) if self.classes is not None else None
+            synced = self.backend.no_sync(self.model) if index < parts - 1 else contextlib.nullcontext()
+            with synced, self.backend.autocast():
+                loss = self.model(target, cond, side, uniform.to(device)) / parts
+            loss.backward()
+            total = total + loss.detach()
         torch.nn.utils.clip_grad_norm_(self.stage.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.backend.optimizer_step(self.optimizer)
         self.ema.update_parameters(self.stage)
+        self.backend.end_step()
         self.step += 1
-        return loss.detach()
+        return total
 
     def train(self, metrics: Path | None = None, progress: bool = True, until: int | None = None) -> None:
-        """Train up to ``until`` (default: ``train.steps``), checkpointing as configured."""
+        """Train up to ``until`` (default: ``train.steps``), checkpointing as configured; the
+        main process logs the loss averaged over every process."""
         until = self.config.steps if until is None else until
-        if metrics is not None:
+        main = self.backend.is_main
+        if metrics is not None and main:
             trim_metrics(metrics, self.name, self.step)
-        bar = tqdm(total=until, initial=self.step, desc=f"train {self.name}", disable=not progress,
+        bar = tqdm(total=until, initial=self.step, desc=f"train {self.name}", disable=not (progress and main),
                    dynamic_ncols=True)
         started, images_seen = time.perf_counter(), 0
-        writer = _tensorboard(metrics.parent / "tensorboard" if metrics else None)
+        writer = _tensorboard(metrics.parent / "tensorboard" if metrics and main else None)
         while self.step < until:
             loss = self.train_step()
-            images_seen += self.config.batch_size
+            images_seen += self.batch_size
             if self.step % self.config.log_every == 0 or self.step == until:
-                record = {"stage": self.name, "step": self.step, "loss": loss.item(),
-                          "bits_per_dim": loss.item() / math.log(2), "lr": learning_rate(self.config, self.step - 1),
+                value = (self.backend.sum(loss) / self.backend.world).item()
+                record = {"stage": self.name, "step": self.step, "loss": value,
+                          "bits_per_dim": value / math.log(2), "lr": learning_rate(self.config, self.step - 1),
                           "images_per_second": images_seen / max(time.perf_counter() - started, 1e-9)}
                 bar.set_postfix(loss=f"{record['loss']:.3f}", bpd=f"{record['bits_per_dim']:.3f}",
                                 img_s=f"{record['images_per_second']:.0f}")
-                if metrics is not None:
+                if metrics is not None and main:
                     with metrics.open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
                 if writer is not None:
@@ -164,6 +220,17 @@ class StageTrainer:
         bar.close()
         if writer is not None:
             writer.close()
+
+
+def _cpu(value):
+    """``value`` with every tensor copied to the CPU (checkpoints load anywhere)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu(v) for v in value)
+    return value
 
 
 def trim_metrics(path: Path, stage: str, step: int) -> None:

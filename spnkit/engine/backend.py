@@ -1,0 +1,93 @@
+"""The ``Backend`` interface: where a training loop runs and how its processes cooperate.
+
+A backend is a plugin (hook ``spnkit_register_backends``), chosen by ``train.backend`` or
+``--backend`` (``auto``: the first available of xla, cuda, cpu). The training loop is the same
+for all; it asks the backend for a device, a wrapped model (DDP, FSDP, ...), an autocast
+context, an optimizer step and cross-process sums. Model and decoder code never sees one.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+
+@attrs.frozen
+class BackendOptions:
+    """Options every backend takes (``[train]`` fills them)."""
+
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    compile: bool = False  # torch.compile the stage
+    parallel: str = "ddp"  # "ddp" (replicas) or "fsdp" (sharded parameters); used when world > 1
+
+
+class Backend(abc.ABC):
+    """One process's view of a (possibly multi-process) run."""
+
+    Options: ClassVar[type] = BackendOptions
+    rank: int = 0
+    world: int = 1
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+
+    @classmethod
+    @abc.abstractmethod
+    def available(cls) -> bool:
+        """Whether this machine can run the backend (without side effects)."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Join the run's processes (when launched as several) and set ``rank`` and ``world``."""
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device:
+        """Where this process's model and batches live."""
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The module to call in training steps (wrapped for data parallelism, compiled, ...);
+        ``model`` itself keeps the parameters that checkpoints and the Polyak average read."""
+        return model
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.options.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def no_sync(self, wrapped: nn.Module) -> contextlib.AbstractContextManager:
+        """Skip gradient synchronisation (all but the last micro-batch of an accumulated step)."""
+        return contextlib.nullcontext()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def end_step(self) -> None:
+        """Called after every training step (XLA cuts its graph here)."""
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over every process."""
+        return tensor
+
+    def gather(self, value: object) -> list:
+        """``value`` from every process, by rank (picklable values)."""
+        return [value]
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+
+    def full_state_dict(self, model: nn.Module) -> dict:
+        """``model``'s whole state on the CPU (gathered when sharded), for checkpoints."""
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    def stop(self) -> None:
+        """Leave the run's process group."""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
