@@ -9,6 +9,7 @@ in separate processes; each keeps its checkpoints in its own folder.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from spnkit import build, plugins
@@ -62,6 +62,25 @@ def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
                        "data": {k: raw["data"][k] for k in ("height", "width", "channels", "bits")}}, sort_keys=True)
 
 
+class PolyakAverage(nn.Module):
+    """An exponential moving average of a model's parameters (Polyak averaging, the paper's
+    0.9999): ``module`` holds the average; its state dict reads like ``AveragedModel``'s.
+    Updated with plain in-place arithmetic, without host syncs (safe on XLA)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.module.requires_grad_(False)
+        self.decay = decay
+        self.register_buffer("n_averaged", torch.zeros((), dtype=torch.long, device=next(model.parameters()).device))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for average, current in zip(self.module.parameters(), model.parameters()):
+            average.mul_(self.decay).add_(current.detach(), alpha=1 - self.decay)
+        self.n_averaged.add_(1)
+
+
 class StageLoss(nn.Module):
     """A stage's training loss as ``forward``, the call that DDP and FSDP wrap."""
 
@@ -104,11 +123,12 @@ class StageTrainer:
         self.seed = recipe.seed * 1000 + list(recipe.stages).index(name)
         torch.manual_seed(self.seed)
         device = self.backend.device
-        self.stage: AutoregressiveStage = build.build_stage(resolved, name).to(device)
+        self.stage: AutoregressiveStage = build.build_stage(resolved, name)
+        self.stage.to(device)
+        self.ema = PolyakAverage(self.stage, self.config.ema)
         config = recipe.stages[name]
         self.view = Pipeline(resolved.quantizer(), {name: self.stage}, {name: (config.plane, config.downsample)})
         self.model = self.backend.prepare(StageLoss(self.stage))
-        self.ema = AveragedModel(self.stage, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema))
         self.optimizer = torch.optim.RMSprop(self.stage.parameters(), lr=self.config.learning_rate[0],
                                              alpha=self.config.decay, eps=self.config.eps,
                                              momentum=self.config.momentum)
@@ -183,7 +203,7 @@ class StageTrainer:
             total = total + loss.detach()
         torch.nn.utils.clip_grad_norm_(self.stage.parameters(), self.config.grad_clip)
         self.backend.optimizer_step(self.optimizer)
-        self.ema.update_parameters(self.stage)
+        self.ema.update(self.stage)
         self.backend.end_step()
         self.step += 1
         return total

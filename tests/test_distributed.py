@@ -1,0 +1,84 @@
+"""Data parallel training: two gloo processes under torchrun follow the loss curve of one
+process with the same global batch; gradient accumulation does too; pixels_per_batch sizes it."""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import tomli_w
+
+from spnkit import build, cli
+from spnkit.engine import settings
+from test_engine import RECIPE
+
+STEPS = 8
+
+
+def recipe_file(tmp_path, **train) -> str:
+    recipe = copy.deepcopy(RECIPE)
+    recipe["data"]["streams"] = 2
+    recipe["train"].update({"steps": STEPS, "log_every": 1, "checkpoint_every": 4, **train})
+    path = tmp_path / "recipe.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    return str(path)
+
+
+def losses(out) -> list[float]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["stage"] == "low"]
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="needs torchrun")
+def test_two_gloo_processes_match_one_process(tmp_path):
+    recipe = recipe_file(tmp_path)
+    single = tmp_path / "single"
+    assert cli.main(["train", recipe, "--stage", "low", "--out", str(single), "--quiet", "--backend", "cpu"]) == 0
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "SPNKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "spnkit.cli", "train",
+                           recipe, "--stage", "low", "--out", str(tmp_path / "ddp"), "--quiet", "--backend", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = losses(single), losses(tmp_path / "ddp")
+    assert len(one) == len(two) == STEPS
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+    assert one[-1] < one[0]
+    import torch
+
+    a = torch.load(single / "stages" / "low" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp" / "stages" / "low" / "checkpoint.pt", weights_only=True)
+    assert a["data"]["cursors"] == b["data"]["cursors"]  # both ranks' streams, merged
+    assert set(b["data"]["cursors"]) == {"0", "1"}
+
+
+def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert cli.main(["train", recipe_file(tmp_path), "--stage", "low", "--out", str(whole), "--quiet"]) == 0
+    assert cli.main(["train", recipe_file(tmp_path, accumulate=2), "--stage", "low", "--out", str(split),
+                     "--quiet"]) == 0
+    assert max(abs(a - b) for a, b in zip(losses(whole), losses(split))) < 1e-5
+
+
+def test_pixels_per_batch_keeps_pixels_constant(tmp_path, capsys):
+    resolved = build.load(recipe_file(tmp_path), ["train.pixels_per_batch=6272"])
+    assert settings.batch_size(resolved.recipe) == 8  # 6272 / (28 * 28)
+    assert cli.main(["check", recipe_file(tmp_path), "train.pixels_per_batch=1000", "train.accumulate=3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.pixels_per_batch: 1000 is not a multiple of the 28x28 = 784 pixels" in err
+    assert "train.accumulate: 3 micro-batches do not divide the batch of 1" in err
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_backend_trains_in_bf16_and_resumes_on_cpu(tmp_path):
+    out = tmp_path / "cuda"
+    recipe = recipe_file(tmp_path, precision="bf16")
+    assert cli.main(["train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cuda"]) == 0
+    assert losses(out)[-1] < losses(out)[0]
+    assert cli.main(["train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cpu",
+                     f"train.steps={STEPS + 2}"]) == 0
+    assert len(losses(out)) == STEPS + 2
