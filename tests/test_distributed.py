@@ -32,28 +32,35 @@ def losses(out) -> list[float]:
     return [r["loss"] for r in records if r["stage"] == "low"]
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="needs torchrun")
-def test_two_gloo_processes_match_one_process(tmp_path):
-    recipe = recipe_file(tmp_path)
+def torchrun(*args) -> subprocess.CompletedProcess:
+    script = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "SPNKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([script, "--nproc-per-node", "2", "--master-port", "29517", "-m", "spnkit.cli", *args],
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process_and_resume(tmp_path, parallel):
+    recipe = recipe_file(tmp_path, parallel=parallel)
     single = tmp_path / "single"
     assert cli.main(["train", recipe, "--stage", "low", "--out", str(single), "--quiet", "--backend", "cpu"]) == 0
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = {**os.environ, "SPNKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "spnkit.cli", "train",
-                           recipe, "--stage", "low", "--out", str(tmp_path / "ddp"), "--quiet", "--backend", "cpu"],
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    one, two = losses(single), losses(tmp_path / "ddp")
+    out = tmp_path / parallel
+    for steps in (STEPS // 2, STEPS):  # stop half-way, then resume from the checkpoint
+        done = torchrun("train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cpu",
+                        f"train.steps={steps}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = losses(single), losses(out)
     assert len(one) == len(two) == STEPS
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
     assert one[-1] < one[0]
     import torch
 
     a = torch.load(single / "stages" / "low" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "ddp" / "stages" / "low" / "checkpoint.pt", weights_only=True)
+    b = torch.load(out / "stages" / "low" / "checkpoint.pt", weights_only=True)
     assert a["data"]["cursors"] == b["data"]["cursors"]  # both ranks' streams, merged
     assert set(b["data"]["cursors"]) == {"0", "1"}
+    for name, value in a["ema"].items():
+        assert torch.allclose(value.float(), b["ema"][name].float(), atol=1e-5), name
 
 
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):

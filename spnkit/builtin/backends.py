@@ -62,12 +62,38 @@ class TorchBackend(Backend):
         if self.world > 1:
             dist.barrier()
 
-    def full_state_dict(self, model: nn.Module) -> dict:
-        if self.world > 1 and self.options.parallel == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    @property
+    def sharded(self) -> bool:
+        return self.world > 1 and self.options.parallel == "fsdp"
 
-            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return super().full_state_dict(model)
+    def model_state(self, model: nn.Module) -> dict:
+        if not self.sharded:
+            return super().model_state(model)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_model_state(self, model: nn.Module, state: dict) -> None:
+        if not self.sharded:
+            return super().load_model_state(model, state)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        if not self.sharded:
+            return super().optimizer_state(model, optimizer)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if not self.sharded:
+            return super().load_optimizer_state(model, optimizer, state)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     def stop(self) -> None:
         if dist.is_initialized():

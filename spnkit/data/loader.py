@@ -364,7 +364,8 @@ class TrainingBatches:
     def state(self) -> dict:
         """Cursors of this rank's streams; ranks' states merge with ``merge_states``."""
         return {"streams": self.streams, "generation": self.generation, "batches": self.batches,
-                "cursors": {str(k): list(c) for k, c in self.cursors.items()}, "skipped": self.skips.records()}
+                "cursors": {str(k): list(c) for k, c in self.cursors.items() if k in self.mine},
+                "skipped": self.skips.records()}
 
 
 def merge_states(states: list[dict]) -> dict:

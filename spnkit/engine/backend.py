@@ -81,9 +81,18 @@ class Backend(abc.ABC):
     def barrier(self) -> None:
         """Wait for every process."""
 
-    def full_state_dict(self, model: nn.Module) -> dict:
+    def model_state(self, model: nn.Module) -> dict:
         """``model``'s whole state on the CPU (gathered when sharded), for checkpoints."""
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return to_cpu(model.state_dict())
+
+    def load_model_state(self, model: nn.Module, state: dict) -> None:
+        model.load_state_dict(state)
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        return to_cpu(optimizer.state_dict())
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
 
     def stop(self) -> None:
         """Leave the run's process group."""
@@ -91,3 +100,14 @@ class Backend(abc.ABC):
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def to_cpu(value):
+    """``value`` with every tensor copied to the CPU (checkpoints load anywhere)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value

@@ -125,10 +125,10 @@ class StageTrainer:
         device = self.backend.device
         self.stage: AutoregressiveStage = build.build_stage(resolved, name)
         self.stage.to(device)
-        self.ema = PolyakAverage(self.stage, self.config.ema)
         config = recipe.stages[name]
         self.view = Pipeline(resolved.quantizer(), {name: self.stage}, {name: (config.plane, config.downsample)})
         self.model = self.backend.prepare(StageLoss(self.stage))
+        self.ema = PolyakAverage(self.stage, self.config.ema)  # after prepare: sharded like the stage
         self.optimizer = torch.optim.RMSprop(self.stage.parameters(), lr=self.config.learning_rate[0],
                                              alpha=self.config.decay, eps=self.config.eps,
                                              momentum=self.config.momentum)
@@ -153,9 +153,9 @@ class StageTrainer:
             "fingerprint": stage_fingerprint(self.resolved, self.name),
             "recipe": self.resolved.to_toml(),
             "plugins": plugin_versions(self.resolved),
-            "model": self.backend.full_state_dict(self.stage),
-            "ema": _cpu(self.ema.state_dict()),
-            "optimizer": _cpu(self.optimizer.state_dict()),
+            "model": self.backend.model_state(self.stage),
+            "ema": self.backend.model_state(self.ema),
+            "optimizer": self.backend.optimizer_state(self.stage, self.optimizer),
             "step": self.step,
             "data": merge_states(self.backend.gather(self.batches.state())),
             "torch_rng": torch.get_rng_state(),
@@ -168,9 +168,9 @@ class StageTrainer:
         if state["fingerprint"] != stage_fingerprint(self.resolved, self.name):
             raise RecipeMismatch(f"{self.folder} holds stage {self.name!r} of a different recipe; "
                                  "use another --out folder or delete it")
-        self.stage.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.backend.load_model_state(self.stage, state["model"])
+        self.backend.load_model_state(self.ema, state["ema"])
+        self.backend.load_optimizer_state(self.stage, self.optimizer, state["optimizer"])
         self.step = state["step"]
         torch.set_rng_state(state["torch_rng"])
         return self._batches(state["data"])
@@ -240,17 +240,6 @@ class StageTrainer:
         bar.close()
         if writer is not None:
             writer.close()
-
-
-def _cpu(value):
-    """``value`` with every tensor copied to the CPU (checkpoints load anywhere)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cpu(v) for v in value)
-    return value
 
 
 def trim_metrics(path: Path, stage: str, step: int) -> None:
