@@ -97,6 +97,9 @@ class SliceEmbedder(ContextEncoder):
             self.from_attention = nn.Conv2d(options.attention_channels, options.channels, 1)
         self.residual = nn.ModuleList(ResidualBlock(options.channels, options.residual_channels)
                                       for _ in range(options.residual_blocks))
+        # per-position layer norm of the map: residual sums can grow to hundreds, which saturates
+        # the decoder's gates; it mixes no positions, so it cannot leak
+        self.norm = nn.LayerNorm(options.channels)
 
     @property
     def out_channels(self) -> int:
@@ -131,7 +134,7 @@ class SliceEmbedder(ContextEncoder):
             x = x + self.from_attention(tokens.transpose(1, 2).reshape(b, -1, h, w))
         for block in self.residual:
             x = block(x)
-        return x
+        return self.norm(x.transpose(1, 3)).transpose(1, 3)
 
 
 @hookimpl
