@@ -63,3 +63,34 @@ def test_bad_labels_are_one_error_line(tmp_path, capsys, labels, message):
     assert cli.main(["train", recipe, "--out", str(tmp_path / "run"), "--quiet", "train.steps=2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: data: sample 'images_") and message in err[0]
+
+
+def test_vector_side_information_from_shards(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    vectors = rng.normal(size=(12, 3)).astype(np.float32)
+    np.savez(tmp_path / "images.npz", data=images, vectors=vectors)
+    manifest = write_shards([tmp_path / "images.npz"], tmp_path / "shards", Geometry(None), split="train=8,test=rest",
+                            progress=False)
+    assert manifest["vectors"] == 3
+    recipe = copy.deepcopy(RECIPE)
+    for stage in recipe["stages"].values():
+        stage["conditioner"] = {"plugin": "vector", "size": 3, "channels": 4}
+    recipe["data"].update({"source": "shards", "train": str(tmp_path / "shards" / "train-000000.tar"),
+                           "test": str(tmp_path / "shards" / "test-000000.tar")})
+    recipe["eval"]["max_images"] = 0
+    path = tmp_path / "vectors.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    out = tmp_path / "run"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet", "train.steps=2", "sample.count=2"]) == 0
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["conditional"] is True and summary["images"] == 4
+    assert (out / "samples.png").exists()
+    capsys.readouterr()
+    wrong = copy.deepcopy(recipe)
+    for stage in wrong["stages"].values():
+        stage["conditioner"]["size"] = 5
+    path.write_text(tomli_w.dumps(wrong))
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "wrong"), "--quiet", "train.steps=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has a vector of 3 values, the recipe's conditioner takes 5" in err[0]

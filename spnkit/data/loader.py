@@ -28,6 +28,7 @@ import io
 import tarfile
 import warnings
 from collections.abc import Iterator
+from typing import NamedTuple
 from pathlib import Path
 
 import attrs
@@ -41,6 +42,16 @@ from spnkit.data import DataError
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "ppm", "pgm")
 NO_LABEL = -1
+
+
+class Sample(NamedTuple):
+    """A decoded sample: its key, image ``[C, H, W]`` uint8, label (-1: none) and side
+    vector ``[K]`` float32 (None: none)."""
+
+    key: str
+    image: np.ndarray
+    label: int
+    vector: np.ndarray | None = None
 
 
 @attrs.frozen
@@ -66,8 +77,8 @@ class Shard(abc.ABC):
         """Every record (raw, undecoded) and ``Skip`` for what could not be read, in order."""
 
     @abc.abstractmethod
-    def decode(self, record, shape: tuple[int, int, int]) -> tuple[str, np.ndarray, int] | Skip:
-        """``(key, image [C, H, W] uint8, label or -1)`` or a ``Skip``."""
+    def decode(self, record, shape: tuple[int, int, int]) -> Sample | Skip:
+        """The ``Sample`` that ``record`` holds, or a ``Skip``."""
 
 
 @attrs.frozen
@@ -89,7 +100,7 @@ class ArrayShard(Shard):
 
     def decode(self, record: int, shape: tuple[int, int, int]):
         label = NO_LABEL if self.labels is None else int(self.labels[record])
-        return f"{record:08d}", self.images[record], label
+        return Sample(f"{record:08d}", self.images[record], label)
 
 
 def array_shards(name: str, images: np.ndarray, labels: np.ndarray | None, size: int = 1000) -> list[ArrayShard]:
@@ -141,6 +152,7 @@ class TarShard(Shard):
             with Image.open(io.BytesIO(encoded)) as image:
                 array = np.asarray(image)
             label = int(parts["cls"].decode()) if "cls" in parts else NO_LABEL
+            vector = np.load(io.BytesIO(parts["npy"])).astype(np.float32).reshape(-1) if "npy" in parts else None
         except (OSError, ValueError, SyntaxError) as exc:
             return Skip(self.name, key, f"{type(exc).__name__}: {exc}")
         if array.dtype != np.uint8:
@@ -148,20 +160,26 @@ class TarShard(Shard):
         image = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         if image.shape != shape:
             return Skip(self.name, key, f"image is {image.shape} (C, H, W), the recipe says {shape}")
-        return key, image, label
+        return Sample(key, image, label, vector)
 
 
-def label_problem(sample: tuple[str, np.ndarray, int], shard: Shard, classes: int | None) -> str | None:
-    """Why ``sample``'s label does not suit a recipe conditioned on ``classes`` labels (None: it does,
-    or the recipe takes no labels)."""
-    key, _, label = sample
-    if classes is None:
+def side_problem(sample: Sample, shard: Shard, side: tuple[str, int] | None) -> str | None:
+    """Why ``sample`` lacks the side information a recipe takes (``("labels", classes)`` or
+    ``("vectors", K)``); None when it has it, or when the recipe takes none."""
+    if side is None:
         return None
-    if label == NO_LABEL:
-        return (f"data: sample {key!r} in {shard.name} has no label (.cls), but the recipe's stages are "
-                f"class-conditional ({classes} classes)")
-    if not 0 <= label < classes:
-        return f"data: sample {key!r} in {shard.name} has label {label}, out of range for {classes} classes"
+    kind, size = side
+    where = f"data: sample {sample.key!r} in {shard.name}"
+    if kind == "vectors":
+        if sample.vector is None:
+            return f"{where} has no vector (.npy), but the recipe's stages are conditioned on vectors of {size}"
+        if sample.vector.shape != (size,):
+            return f"{where} has a vector of {sample.vector.size} values, the recipe's conditioner takes {size}"
+        return None
+    if sample.label == NO_LABEL:
+        return f"{where} has no label (.cls), but the recipe's stages are class-conditional ({size} classes)"
+    if not 0 <= sample.label < size:
+        return f"{where} has label {sample.label}, out of range for {size} classes"
     return None
 
 
@@ -170,13 +188,17 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info else (0, 1)
 
 
-def _batch(samples: list[tuple[str, np.ndarray, int]], size: int, shape) -> dict:
+def _batch(samples: list[Sample], size: int, shape, vector_size: int) -> dict:
     images = np.zeros((size, *shape), np.uint8)
     labels = np.full(size, NO_LABEL, np.int64)
+    vectors = np.zeros((size, vector_size), np.float32)
     valid = np.zeros(size, bool)
-    for index, (_, image, label) in enumerate(samples):
-        images[index], labels[index], valid[index] = image, label, True
-    return {"images": images, "labels": labels, "valid": valid, "keys": [key for key, _, _ in samples]}
+    for index, sample in enumerate(samples):
+        images[index], labels[index], valid[index] = sample.image, sample.label, True
+        if vector_size:
+            vectors[index] = sample.vector
+    return {"images": images, "labels": labels, "vectors": vectors, "valid": valid,
+            "keys": [sample.key for sample in samples]}
 
 
 class TrainingStream(IterableDataset):
@@ -184,12 +206,13 @@ class TrainingStream(IterableDataset):
     with its stream's cursor. Worker ``j`` of ``w`` serves every ``w``-th of them, round robin."""
 
     def __init__(self, shards: list[Shard], sub_batch: int, shape, seed: list[int], streams: list[int],
-                 cursors: dict[int, tuple[int, int]], classes: int | None = None) -> None:
+                 cursors: dict[int, tuple[int, int]], side: tuple[str, int] | None = None) -> None:
         self.shards = [s for s in shards if s.size != 0]
         if not self.shards:
             raise DataError(f"data: all {len(shards)} shards are empty")
         self.sub_batch, self.shape, self.seed = sub_batch, tuple(shape), seed
-        self.streams, self.cursors, self.classes = streams, cursors, classes
+        self.streams, self.cursors, self.side = streams, cursors, side
+        self.vector_size = side[1] if side and side[0] == "vectors" else 0
         self.known = sum(s.size or 0 for s in self.shards)
 
     def __iter__(self) -> Iterator[dict]:
@@ -225,15 +248,15 @@ class TrainingStream(IterableDataset):
                                "skipped": skipped}
                         return
                     continue
-                problem = label_problem(decoded, shard, self.classes)
+                problem = side_problem(decoded, shard, self.side)
                 if problem:
                     yield {"error": problem, "skipped": skipped}
                     return
                 failures = 0
-                samples.append((*decoded, uniforms[position]))
+                samples.append((decoded, uniforms[position]))
                 if len(samples) == self.sub_batch:
-                    yield {**_batch([d[:3] for d in samples], self.sub_batch, self.shape),
-                           "uniform": np.array([d[3] for d in samples]), "stream": stream,
+                    yield {**_batch([d for d, _ in samples], self.sub_batch, self.shape, self.vector_size),
+                           "uniform": np.array([u for _, u in samples]), "stream": stream,
                            "cursor": (round_, position + 1), "skipped": skipped}
                     samples, skipped = [], []
             round_, start = round_ + 1, 0
@@ -243,9 +266,10 @@ class ExactPass(IterableDataset):
     """The worker side of ``exact_batches``."""
 
     def __init__(self, shards: list[Shard], batch_size: int, shape, rank: int, world: int,
-                 classes: int | None = None) -> None:
+                 side: tuple[str, int] | None = None) -> None:
         self.shards, self.batch_size, self.shape = shards, batch_size, tuple(shape)
-        self.rank, self.world, self.classes = rank, world, classes
+        self.rank, self.world, self.side = rank, world, side
+        self.vector_size = side[1] if side and side[0] == "vectors" else 0
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers = _worker()
@@ -259,16 +283,16 @@ class ExactPass(IterableDataset):
                 if isinstance(decoded, Skip):
                     skipped.append(decoded)
                     continue
-                problem = label_problem(decoded, shard, self.classes)
+                problem = side_problem(decoded, shard, self.side)
                 if problem:
                     yield {"error": problem, "skipped": skipped}
                     return
                 samples.append(decoded)
                 if len(samples) == self.batch_size:
-                    yield {**_batch(samples, self.batch_size, self.shape), "skipped": skipped}
+                    yield {**_batch(samples, self.batch_size, self.shape, self.vector_size), "skipped": skipped}
                     samples, skipped = [], []
         if samples or skipped:
-            yield {**_batch(samples, self.batch_size, self.shape), "skipped": skipped}
+            yield {**_batch(samples, self.batch_size, self.shape, self.vector_size), "skipped": skipped}
 
 
 class SkipLog:
@@ -304,11 +328,17 @@ def _loader(dataset: IterableDataset, workers: int) -> DataLoader:
 @attrs.frozen
 class TrainingBatch:
     """One rank's share of a training step: ``images [B, C, H, W]`` uint8, ``labels [B]`` int64
-    (-1: none) and ``uniform [B]`` float64 in [0, 1), a per-sample draw that picks its target slice."""
+    (-1: none), ``vectors [B, K]`` float32 (K = 0 without vector side information) and
+    ``uniform [B]`` float64 in [0, 1), a per-sample draw that picks its target slice."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    vectors: torch.Tensor
     uniform: torch.Tensor
+
+    def side(self, kind: str | None) -> torch.Tensor | None:
+        """The side information a recipe takes: ``labels``, ``vectors`` or None."""
+        return {"labels": self.labels, "vectors": self.vectors}.get(kind)
 
 
 class TrainingBatches:
@@ -319,13 +349,14 @@ class TrainingBatches:
     ``r * streams / world`` onwards. So a run's data (and each sample's target slice) does not
     depend on how many processes share it: one process reading all streams sees exactly what
     the ranks see together. ``state()`` (plain lists and ints) resumes exactly, also with another
-    number of ranks or workers, as long as ``streams`` is the same. With ``classes``, every sample
-    must carry a label below it (``DataError`` otherwise).
+    number of ranks or workers, as long as ``streams`` is the same. With ``side`` (the recipe's
+    ``("labels", classes)`` or ``("vectors", K)``), every sample must carry it (``DataError``
+    otherwise).
     """
 
     def __init__(self, shards: list[Shard], batch_size: int, shape, seed: int, rank: int = 0, world: int = 1,
                  streams: int = 1, workers: int = 0, max_bad: int = 10, state: dict | None = None,
-                 classes: int | None = None) -> None:
+                 side: tuple[str, int] | None = None) -> None:
         if batch_size % streams or streams % world or (streams // world) % max(workers, 1):
             raise DataError(f"data.streams: {streams} streams must divide the batch of {batch_size}, and split "
                             f"evenly over {world} rank(s) and {max(workers, 1)} loader worker(s) per rank")
@@ -341,7 +372,7 @@ class TrainingBatches:
         self.skips = SkipLog(max_bad, state.get("skipped", []))
         self.mine = list(range(rank * streams // world, (rank + 1) * streams // world))
         stream = TrainingStream(shards, batch_size // streams, shape, [seed, self.generation], self.mine,
-                                {k: c for k, c in self.cursors.items() if k in self.mine}, classes)
+                                {k: c for k, c in self.cursors.items() if k in self.mine}, side)
         self._iterator = iter(_loader(stream, workers))
 
     def __iter__(self) -> TrainingBatches:
@@ -359,7 +390,7 @@ class TrainingBatches:
             parts.append(item)
         self.batches += 1
         return TrainingBatch(*(torch.as_tensor(np.concatenate([p[key] for p in parts]))
-                               for key in ("images", "labels", "uniform")))
+                               for key in ("images", "labels", "vectors", "uniform")))
 
     def state(self) -> dict:
         """Cursors of this rank's streams; ranks' states merge with ``merge_states``."""
@@ -379,16 +410,17 @@ def merge_states(states: list[dict]) -> dict:
 
 def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, world: int = 1,
                   workers: int = 0, max_bad: int = 10, skips: SkipLog | None = None,
-                  classes: int | None = None) -> Iterator[dict]:
+                  side: tuple[str, int] | None = None) -> Iterator[dict]:
     """One pass over this rank's share of ``shards``: dicts with ``images`` ``[B, C, H, W]`` uint8,
-    ``labels`` ``[B]`` int64, ``valid`` ``[B]`` bool (padding is invalid) and ``keys``. With
-    ``classes``, every sample must carry a label below it (``DataError`` otherwise)."""
+    ``labels`` ``[B]`` int64, ``vectors`` ``[B, K]`` float32, ``valid`` ``[B]`` bool (padding is
+    invalid) and ``keys``. With ``side``, every sample must carry it (``DataError`` otherwise)."""
     skips = skips or SkipLog(max_bad)
-    for item in _loader(ExactPass(shards, batch_size, shape, rank, world, classes), workers):
+    for item in _loader(ExactPass(shards, batch_size, shape, rank, world, side), workers):
         skips.add(item["skipped"])
         if "error" in item:
             raise DataError(item["error"])
         yield {"images": torch.as_tensor(item["images"]), "labels": torch.as_tensor(item["labels"]),
+               "vectors": torch.as_tensor(item["vectors"]),
                "valid": torch.as_tensor(item["valid"]), "keys": item["keys"]}
 
 

@@ -1,7 +1,7 @@
 """``spnkit shard``: images from folders, IDX files or numpy arrays into WebDataset tar shards.
 
 Each sample is ``KEY.png`` (lossless, 8 bit, grey or RGB) plus ``KEY.cls`` (the class index as
-text) when the source has labels. Keys have no dots. ``manifest.json`` beside the shards records
+text) when the source has labels and ``KEY.npy`` (a float32 vector) when it has side vectors. Keys have no dots. ``manifest.json`` beside the shards records
 the image size, bit depth, class names and, per split, every shard's sample count, byte size
 and SHA-256. The same input gives byte-identical shards: the order is fixed (sorted paths, then
 a seeded shuffle so that every shard is a random sample of the data), tar headers carry no
@@ -16,7 +16,8 @@ Sources:
 * ``.npy`` arrays ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` and ``.npz`` files with such an
   array under ``data`` (or their only array), optionally with ``labels``. The official
   downsampled-ImageNet batches (``data`` rows of 3*S*S bytes, channel-major; ``labels`` 1..1000)
-  are recognised; their labels are stored 0-based.
+  are recognised; their labels are stored 0-based. A ``vectors`` array ``[N, K]`` in an ``.npz``
+  gives each image a side vector (for vector-conditioned stages).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Item:
     key: str
     payload: Path | np.ndarray
     label: int | None = None
+    vector: np.ndarray | None = None  # [K] float32 side information
 
 
 @attrs.frozen
@@ -112,10 +114,12 @@ def _as_chw(array: np.ndarray, source: Path) -> np.ndarray:
 
 
 def _from_arrays(path: Path) -> Collected:
-    labels = None
+    labels = vectors = None
     if path.suffix == ".npz":
         with np.load(path) as archive:
-            names = [n for n in archive.files if n not in ("labels", "mean")]
+            names = [n for n in archive.files if n not in ("labels", "mean", "vectors")]
+            if "vectors" in archive.files:
+                vectors = np.asarray(archive["vectors"], np.float32)
             if "data" not in archive.files and len(names) != 1:
                 raise DataError(f"{path}: expected an array named 'data' (or a single array), found {archive.files}")
             array = archive["data" if "data" in archive.files else names[0]]
@@ -131,9 +135,11 @@ def _from_arrays(path: Path) -> Collected:
     images = _as_chw(array, path)
     if labels is not None and labels.shape != (images.shape[0],):
         raise DataError(f"{path}: {labels.shape} labels for {images.shape[0]} images")
+    if vectors is not None and (vectors.ndim != 2 or len(vectors) != images.shape[0]):
+        raise DataError(f"{path}: vectors of shape {vectors.shape} for {images.shape[0]} images (expected [N, K])")
     stem = _key(path.name.split(".")[0])
-    items = [Item(f"{stem}_{i:07d}", images[i], None if labels is None else int(labels[i]))
-             for i in range(images.shape[0])]
+    items = [Item(f"{stem}_{i:07d}", images[i], None if labels is None else int(labels[i]),
+                  None if vectors is None else vectors[i]) for i in range(images.shape[0])]
     return Collected(items, None)
 
 
@@ -147,9 +153,11 @@ def collect(sources: list[Path]) -> Collected:
             collected.append(_from_arrays(source))
         else:
             raise DataError(f"{source}: no such file or folder")
-    labelled = [c.items[0].label is not None for c in collected]
-    if any(labelled) and not all(labelled):
-        raise DataError("some sources have labels and some do not; shard them separately")
+    for what, has in (("labels", lambda item: item.label is not None),
+                      ("vectors", lambda item: item.vector is not None)):
+        marks = [has(c.items[0]) for c in collected]
+        if any(marks) and not all(marks):
+            raise DataError(f"some sources have {what} and some do not; shard them separately")
     names = {tuple(c.classes) for c in collected if c.classes}
     if len(names) > 1:
         raise DataError("the folders name different classes: " + " / ".join(", ".join(n) for n in names))
@@ -262,14 +270,18 @@ def split_counts(parts: list[tuple[str, str, float]], total: int) -> dict[str, i
     return {name: counts[name] for name, _, _ in parts}
 
 
-def _write_tar(path: Path, samples: list[tuple[str, bytes, int | None]]) -> dict:
+def _write_tar(path: Path, samples: list[tuple[str, bytes, Item]]) -> dict:
     temporary = path.with_suffix(".tar.partial")
     with open(temporary, "wb") as stream:
         writer = wds.TarWriter(stream, user="spnkit", group="spnkit", mtime=0.0)
-        for key, png, label in samples:
+        for key, png, item in samples:
             sample = {"__key__": key, "png": png}
-            if label is not None:
-                sample["cls"] = str(label).encode()
+            if item.label is not None:
+                sample["cls"] = str(item.label).encode()
+            if item.vector is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, item.vector)
+                sample["npy"] = buffer.getvalue()
             writer.write(sample)
         writer.close()
     os.replace(temporary, path)
@@ -307,7 +319,7 @@ def write_shards(sources: list[Path], out: Path, geometry: Geometry, split: str 
                         raise DataError(f"{job[0].payload if isinstance(job[0].payload, Path) else job[0].key}: "
                                         f"image is {found} (C, H, W) after resizing, the others {shape}; "
                                         "use --size (and --resize center-crop for non-square images)")
-                    batch.append((job[0].key, png, job[0].label))
+                    batch.append((job[0].key, png, job[0]))
                     bar.update(1)
                 shards.append(_write_tar(out / f"{name}-{len(shards):06d}.tar", batch))
             splits[name] = {"samples": count, "shards": shards}
@@ -315,7 +327,8 @@ def write_shards(sources: list[Path], out: Path, geometry: Geometry, split: str 
         bar.close()
     channels, height, width = shape
     described = {"format": FORMAT, "channels": channels, "height": height, "width": width, "bits": 8,
-                 "labels": items[0].label is not None, "classes": collected.classes}
+                 "labels": items[0].label is not None, "classes": collected.classes,
+                 "vectors": None if items[0].vector is None else int(items[0].vector.size)}
     kept = {}
     if manifest and all(manifest.get(k) == v for k, v in described.items() if k != "classes"):
         kept = {k: v for k, v in manifest["splits"].items() if k not in splits}

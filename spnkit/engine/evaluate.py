@@ -14,12 +14,12 @@ from spnkit.system import Pipeline
 
 @torch.no_grad()
 def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, total: int | None = None,
-                 progress: bool = True, conditional: bool = False, backend: Backend | None = None) -> dict:
+                 progress: bool = True, side: str | None = None, backend: Backend | None = None) -> dict:
     """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
     ``spnkit.data.loader.exact_batches`` yields), the first ``limit`` valid images when
-    ``limit > 0``; ``conditional``: given each image's label (``labels`` ``[B]`` int64), so the
-    result is the conditional bits/dim. With a multi-process ``backend``, each process passes
+    ``limit > 0``; ``side`` (``"labels"`` or ``"vectors"``): given each image's side information
+    (``labels`` ``[B]`` int64 or ``vectors`` ``[B, K]``), so the result is the conditional bits/dim. With a multi-process ``backend``, each process passes
     its share of the batches and the totals are summed over processes. Each stage's share is its NLL in bits over all dims of the image, so the
     shares add up to the system."""
     pipeline.eval()
@@ -35,8 +35,12 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, to
         if taken:
             images = batch["images"].to(device).long()
             dims = images[0].numel()
-            side = torch.where(valid, batch["labels"].to(device), 0) if conditional else None
-            for name, log_prob in pipeline.log_prob(images, side).items():
+            given = None
+            if side == "labels":  # padding rows get a valid label; they do not count
+                given = torch.where(valid, batch["labels"].to(device), 0)
+            elif side == "vectors":
+                given = batch["vectors"].to(device)
+            for name, log_prob in pipeline.log_prob(images, given).items():
                 totals[name] += -(log_prob.double() * valid).sum().item()
             count += taken
             bar.update(taken)

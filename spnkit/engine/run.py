@@ -49,15 +49,15 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
     data = resolved.recipe.data
     split = load_split(data, "test")
     skips = SkipLog(data.max_bad_samples)
-    classes = label_classes(resolved)
+    side = resolved.side()
     rank, world = (backend.rank, backend.world) if backend else (0, 1)
     if world > 1 and resolved.recipe.eval.max_images:
         raise RecipeError(["eval.max_images: evaluate the whole test split when running several processes"])
     batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, (data.channels, data.height, data.width),
-                            rank=rank, world=world, workers=data.workers, skips=skips, classes=classes)
+                            rank=rank, world=world, workers=data.workers, skips=skips, side=side)
     result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples,
-                                   progress and rank == 0, conditional=classes is not None, backend=backend)
-    return {**result, "test_data": split.origin, "conditional": classes is not None, "skipped": skips.records()}
+                                   progress and rank == 0, side=side[0] if side else None, backend=backend)
+    return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
 
 
 def class_names(resolved: build.Resolved) -> list[str] | None:
@@ -71,13 +71,16 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest.
     For class-conditional recipes, ``labels`` gives ``count`` images of each class in turn
-    (default: every class; ``N = count * len(labels)``)."""
+    (default: every class; ``N = count * len(labels)``); vector-conditioned recipes take the
+    vectors of the first ``count`` test images."""
     classes = label_classes(resolved)
     side = None
     if classes is not None:
         labels = list(range(classes)) if labels is None else labels
         side = torch.tensor(labels).repeat_interleave(count)
         count = len(side)
+    elif resolved.side() is not None:
+        side = test_vectors(resolved, count)
     recipe = resolved.recipe
     data = recipe.data
     temperatures = {name: stage.temperature if temperature is None else temperature
@@ -90,6 +93,22 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
     drawn = pipeline.sample(count, shape, temperatures, generator, reference, known=known, masks=masks, side=side)
     return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def test_vectors(resolved: build.Resolved, count: int) -> torch.Tensor:
+    """The side vectors ``[count, K]`` of the first ``count`` test images."""
+    data = resolved.recipe.data
+    found = []
+    for batch in exact_batches(load_split(data, "test").shards, count, (data.channels, data.height, data.width),
+                               side=resolved.side()):
+        found.append(batch["vectors"][batch["valid"]])
+        if sum(len(v) for v in found) >= count:
+            break
+    vectors = torch.cat(found)[:count]
+    if len(vectors) < count:
+        raise RecipeError([f"sample.count: {count} samples need the vectors of {count} test images; "
+                           f"the test split has {len(vectors)}"])
+    return vectors
 
 
 def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path: Path,

@@ -21,7 +21,6 @@ from torch import nn
 from tqdm import tqdm
 
 from spnkit import build, plugins
-from spnkit.data import DataError
 from spnkit.data.loader import Shard, TrainingBatches, merge_states
 from spnkit.engine import checkpoint, settings
 from spnkit.engine.backend import Backend, BackendOptions
@@ -44,15 +43,10 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def label_classes(resolved: build.Resolved) -> int | None:
-    """How many classes the recipe's conditional stages take labels of (None: unconditional)."""
+    """How many classes the recipe's conditional stages take labels of (None: they take
+    vectors, or nothing)."""
     side = resolved.side()
-    if side is None:
-        return None
-    kind, size = side
-    if kind != "labels":
-        raise DataError(f"the recipe's stages take vectors of {size} as side information; the engine reads "
-                        "labels (.cls) from data, so train vector-conditioned stages from Python")
-    return size
+    return side[1] if side is not None and side[0] == "labels" else None
 
 
 def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
@@ -132,7 +126,7 @@ class StageTrainer:
         self.optimizer = torch.optim.RMSprop(self.stage.parameters(), lr=self.config.learning_rate[0],
                                              alpha=self.config.decay, eps=self.config.eps,
                                              momentum=self.config.momentum)
-        self.classes = label_classes(resolved)
+        self.side = resolved.side()  # ("labels", classes), ("vectors", K) or None
         self.batch_size = settings.batch_size(recipe)
         self.step = 0
         self.batches = self._resume()
@@ -142,7 +136,7 @@ class StageTrainer:
         streams = data.streams or self.backend.world * max(data.workers, 1)
         return TrainingBatches(self.shards, self.batch_size, (data.channels, data.height, data.width), self.seed,
                                rank=self.backend.rank, world=self.backend.world, streams=streams,
-                               workers=data.workers, max_bad=data.max_bad_samples, state=state, classes=self.classes)
+                               workers=data.workers, max_bad=data.max_bad_samples, state=state, side=self.side)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -192,10 +186,11 @@ class StageTrainer:
         device, parts = self.backend.device, self.config.accumulate
         total = torch.zeros((), device=device)
         self.optimizer.zero_grad(set_to_none=True)
-        for index, (images, labels, uniform) in enumerate(zip(batch.images.chunk(parts), batch.labels.chunk(parts),
-                                                              batch.uniform.chunk(parts))):
+        side_all = batch.side(self.side[0] if self.side else None)
+        for index in range(parts):
+            images, uniform = batch.images.chunk(parts)[index], batch.uniform.chunk(parts)[index]
             target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(images.to(device).long()))
-            side = labels.to(device) if self.classes is not None else None
+            side = None if side_all is None else side_all.chunk(parts)[index].to(device)
             synced = self.backend.no_sync(self.model) if index < parts - 1 else contextlib.nullcontext()
             with synced, self.backend.autocast():
                 loss = self.model(target, cond, side, uniform.to(device)) / parts
