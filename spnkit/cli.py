@@ -4,6 +4,7 @@ never a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -94,10 +95,16 @@ def _out(args: argparse.Namespace, resolved: build.Resolved) -> Path:
     return Path(args.out) if args.out else default_folder(resolved, args.recipe)
 
 
+@contextlib.contextmanager
 def _backend(args: argparse.Namespace, resolved: build.Resolved):
+    """The started backend (``--backend`` or the recipe's); leaves its process group on exit."""
     from spnkit.engine.train import start_backend
 
-    return start_backend(resolved, _registry(args), args.backend)
+    backend = start_backend(resolved, _registry(args), args.backend)
+    try:
+        yield backend
+    finally:
+        backend.stop()
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -105,11 +112,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     resolved = _resolved(args)
     out = _out(args, resolved)
-    backend = _backend(args, resolved)
-    try:
+    with _backend(args, resolved) as backend:
         summary = run.run(resolved, out, progress=not args.quiet, backend=backend)
-    finally:
-        backend.stop()
     if backend.is_main:
         print(evaluate.describe(summary))
         print(f"wrote {out / 'summary.json'}, {out / 'samples.png'}, {out / 'curves.png'}, {out / 'metrics.jsonl'}")
@@ -124,11 +128,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if name not in resolved.recipe.stages:
             raise UserError(f"--stage: unknown stage {name!r}; the recipe has {', '.join(resolved.recipe.stages)}")
     out = _out(args, resolved)
-    backend = _backend(args, resolved)
-    try:
+    with _backend(args, resolved) as backend:
         run.train(resolved, out, stages, progress=not args.quiet, backend=backend)
-    finally:
-        backend.stop()
     if backend.is_main:
         print(f"checkpoints in {out / 'stages'}")
 
@@ -138,12 +139,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from spnkit.engine.train import load_trained
 
     resolved = _resolved(args)
-    backend = _backend(args, resolved)
-    try:
+    with _backend(args, resolved) as backend:
         pipeline = load_trained(resolved, _out(args, resolved)).to(backend.device)
         result = run.evaluation(resolved, pipeline, progress=not args.quiet, backend=backend)
-    finally:
-        backend.stop()
     if backend.is_main:
         print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
 

@@ -403,8 +403,7 @@ def merge_states(states: list[dict]) -> dict:
     """One state from every rank's ``TrainingBatches.state()``: all streams' cursors."""
     merged = dict(states[0])
     merged["cursors"] = {k: c for state in states for k, c in state["cursors"].items()}
-    merged["skipped"] = sorted({tuple(s) for state in states for s in state["skipped"]})
-    merged["skipped"] = [list(s) for s in merged["skipped"]]
+    merged["skipped"] = [list(s) for s in sorted({tuple(s) for state in states for s in state["skipped"]})]
     return merged
 
 
