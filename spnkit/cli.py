@@ -147,7 +147,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
-    """Labels for ``--class`` values: class names (any case) or ids."""
+    """Labels for ``--class`` values: class names (any case), ids, or ``none`` (-1, "no label":
+    ``p(x)`` of a model trained with ``drop_labels``)."""
     from spnkit.engine.run import class_names
     from spnkit.engine.train import label_classes
 
@@ -160,12 +161,25 @@ def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
         matches = [i for i, name in enumerate(names) if name.lower() == value.lower()]
         if matches:
             labels.append(matches[0])
+        elif value.lower() == "none":
+            _check_null_class(resolved)
+            labels.append(-1)
         elif value.lstrip("-").isdigit() and 0 <= int(value) < classes:
             labels.append(int(value))
         else:
             known = f"; the classes are {', '.join(f'{i}: {n}' for i, n in enumerate(names))}" if names else ""
             raise UserError(f"--class: {value!r} is not a class name or an id in 0..{classes - 1}{known}")
     return labels
+
+
+def _check_null_class(resolved: build.Resolved) -> None:
+    for name in resolved.recipe.stages:
+        conditioner = resolved.component(f"stages.{name}.conditioner")
+        if conditioner is not None and not getattr(conditioner.options, "null_class", False):
+            raise UserError(f"--class none: stages.{name}.conditioner has no 'no label' row (null_class = false)")
+        if conditioner is not None and not getattr(conditioner.options, "drop_labels", 0):
+            warnings.warn(f"--class none: stages.{name}.conditioner was not trained without labels "
+                          "(drop_labels = 0), so its 'no label' row is untrained", stacklevel=2)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -281,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
             sub.add_argument("--class", dest="classes", action="append", metavar="NAME|ID",
                              help="class-conditional recipes: sample this class, one grid row per class "
-                                  "(repeatable; default: every class)")
+                                  "(repeatable; default: every class); 'none': no label")
             sub.add_argument("--output", help="PNG path (default: OUT/samples.png)")
             sub.add_argument("--reference", action="store_true",
                              help="use the slow reference path (one full forward pass per subpixel)")

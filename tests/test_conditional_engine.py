@@ -41,6 +41,18 @@ def test_conditional_run_eval_and_class_rows(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --class: 'shoe' is not a class name or an id in 0..9; the classes are 0: T-shirt/top")
     assert cli.main(["sample", recipe, "--out", out, "--class", "10"]) == 2
+    with pytest.warns(UserWarning, match="'no label' row is untrained"):
+        assert cli.main(["sample", recipe, "--out", out, "--class", "none", "--count", "2"]) == 0
+
+
+def test_class_none_needs_a_no_label_row(tmp_path, capsys):
+    recipe = copy.deepcopy(RECIPE)
+    for stage in recipe["stages"].values():
+        stage["conditioner"] = {**CONDITIONER, "null_class": False}
+    path = tmp_path / "no_null.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    assert cli.main(["sample", str(path), "--out", str(tmp_path / "run"), "--class", "none"]) == 2
+    assert capsys.readouterr().err.startswith("error: --class none: stages.low.conditioner has no 'no label' row")
 
 
 def test_class_on_an_unconditional_recipe(tmp_path, capsys):

@@ -46,9 +46,12 @@ def labels_conditioner(null_class=True, classes=CLASSES):
 
 
 def make_stage(decoder="gated_pixelcnn", factor=2, size=(2, 4), levels=2, cond_levels=0, conditioner=None):
-    """A 1-channel stage with a conditioner (3 labels by default); no encoder when ``factor == 1``."""
+    """A 1-channel stage with a conditioner (3 labels by default); no encoder when ``factor == 1``.
+    The conditioner's weights are drawn at random, as after training (they start at zero)."""
     torch.manual_seed(0)
     conditioner = conditioner or labels_conditioner()
+    for parameter in conditioner.parameters():
+        torch.nn.init.normal_(parameter)
     ordering = SubscaleOrdering(SubscaleOptions(factor)) if factor > 1 else RasterOrdering(NoOptions())
     h, w = ordering.slice_shape(*size)
     side = conditioner.out_channels
@@ -122,6 +125,34 @@ def test_the_label_changes_a_subscale_stage(decoder):
     stage = make_stage(decoder, size=(4, 4))
     x = torch.randint(0, 2, (1, 1, 4, 4), generator=torch.Generator().manual_seed(0)).expand(len(LABELS), -1, -1, -1)
     assert all_differ(stage.log_prob(x, side=LABELS))
+
+
+@pytest.mark.parametrize("conditioner, side", [
+    (labels_conditioner(), LABELS),
+    (Vector(VectorOptions(size=3, channels=4)), torch.randn(4, 3, generator=torch.Generator().manual_seed(0))),
+])
+def test_an_untrained_conditioner_gives_zero_so_every_label_starts_equal(conditioner, side):
+    """h starts at 0 and still learns: the label's loss gradient reaches the conditioner."""
+    assert not conditioner(side).any()
+    stage = make_stage("hybrid", size=(4, 4))
+    stage.conditioner = conditioner.double()
+    x = torch.randint(0, 2, (1, 1, 4, 4), generator=torch.Generator().manual_seed(0)).expand(len(side), -1, -1, -1)
+    log_prob = stage.log_prob(x, side=side)
+    assert torch.allclose(log_prob, log_prob[0].expand_as(log_prob))
+    log_prob.sum().backward()
+    assert all(parameter.grad.abs().sum() > 0 for parameter in conditioner.parameters())
+
+
+def test_drop_labels_trains_the_no_label_row_and_never_drops_outside_training():
+    conditioner = ClassEmbedding(ClassEmbeddingOptions(classes=CLASSES, channels=4, drop_labels=0.25))
+    torch.nn.init.normal_(conditioner.embedding.weight)
+    labels = torch.arange(CLASSES).repeat(4000)
+    null_row = conditioner.embedding.weight[CLASSES]
+    torch.manual_seed(0)
+    dropped = (conditioner(labels) == null_row).all(dim=1).float().mean().item()
+    assert abs(dropped - 0.25) < 0.02
+    conditioner.eval()
+    assert torch.equal(conditioner(labels), conditioner.embedding.weight[labels])
 
 
 # ----------------------------------------------------------------------------- causality, sampling
@@ -223,7 +254,8 @@ def test_recipe_with_a_class_embedding_validates_and_builds():
     resolved = build.validate(recipe(low={"plugin": "class_embedding", "classes": 10}, high={}))
     assert resolved.side() == ("labels", 10) and resolved.side_size() == 10
     assert resolved.to_dict()["stages"]["low"]["conditioner"] == {
-        "plugin": "class_embedding", "classes": 10, "channels": 32, "null_class": True}
+        "plugin": "class_embedding", "classes": 10, "channels": 32, "null_class": True,
+        "drop_labels": 0.0}
     assert "conditioner" not in resolved.to_dict()["stages"]["high"]
     stage = build.build_stage(resolved, "low")
     assert isinstance(stage.conditioner, ClassEmbedding) and stage.encoder.spec.side_channels == 32
@@ -245,6 +277,10 @@ def test_side_size_of_vector_and_unconditional_recipes():
     ({"plugin": "class_embedding", "classes": 0}, None, "stages.low.conditioner: 'classes' must be >= 1: 0"),
     ({"plugin": "class_embedding", "classes": 3, "null_class": "no"}, None,
      "stages.low.conditioner.null_class: expected bool, got str 'no'"),
+    ({"plugin": "class_embedding", "classes": 3, "drop_labels": 1.5}, None,
+     "stages.low.conditioner: 'drop_labels' must be <= 1.0: 1.5"),
+    ({"plugin": "class_embedding", "classes": 3, "null_class": False, "drop_labels": 0.1}, None,
+     "stages.low.conditioner: 'drop_labels' needs null_class = true (a 'no label' row to drop to): 0.1"),
     ({"plugin": "class_embeding", "classes": 3}, None,
      "stages.low.conditioner.plugin: unknown conditioner 'class_embeding'; did you mean 'class_embedding'?"),
     (None, {"plugin": "class_embedding", "classes": 5},
@@ -264,8 +300,13 @@ def test_cli_lists_the_conditioners(capsys):
 
 
 def conditional_pipeline(**tables):
+    """A built pipeline whose conditioners' weights are drawn at random, as after training."""
     torch.manual_seed(0)
-    return build.build_pipeline(build.validate(recipe(**tables))).double().eval()
+    pipeline = build.build_pipeline(build.validate(recipe(**tables))).double().eval()
+    for stage in pipeline.stages.values():
+        for parameter in stage.conditioner.parameters() if stage.conditioner is not None else ():
+            torch.nn.init.normal_(parameter)
+    return pipeline
 
 
 def test_conditional_pipeline_normalizes_for_every_label_as_a_sum_of_its_stages():

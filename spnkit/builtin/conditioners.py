@@ -1,5 +1,9 @@
 """Conditioners for class-conditional models (Gated PixelCNN's ``p(x | h)``, van den Oord et
-al. 2016c): a learned embedding of class labels, and a linear map of given vectors."""
+al. 2016c): a learned embedding of class labels, and a linear map of given vectors.
+
+Both start at ``h = 0``: random label embeddings at initialisation are per-class noise in every
+context, and on Fashion-MNIST they left the conditional model behind the unconditional one for
+the first hundreds of steps; from zero, the label's effect grows as it is learned."""
 
 from __future__ import annotations
 
@@ -13,14 +17,23 @@ from spnkit.interfaces import Conditioner
 _positive = attrs.validators.ge(1)
 
 
+def _needs_null_class(options: ClassEmbeddingOptions, attribute: attrs.Attribute, value: float) -> None:
+    if value and not options.null_class:
+        raise ValueError(f"'{attribute.name}' needs null_class = true (a 'no label' row to drop to): {value}")
+
+
 @attrs.frozen
 class ClassEmbeddingOptions:
     """``classes`` labels ``0 .. classes-1`` embedded in ``channels`` units; ``null_class``
-    adds a row for "no label" (label ``-1``), for classifier-free guidance."""
+    adds a row for "no label" (label ``-1``), for classifier-free use. In training, each
+    label is replaced by "no label" with probability ``drop_labels``, so that row is learned
+    and one model gives both ``p(x | label)`` and ``p(x)``."""
 
     classes: int = attrs.field(validator=_positive)
     channels: int = attrs.field(default=32, validator=_positive)
     null_class: bool = True
+    drop_labels: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0),
+                                                             _needs_null_class])
 
 
 class ClassEmbedding(Conditioner):
@@ -31,6 +44,7 @@ class ClassEmbedding(Conditioner):
     def __init__(self, options: ClassEmbeddingOptions) -> None:
         super().__init__(options)
         self.embedding = nn.Embedding(options.classes + options.null_class, options.channels)
+        nn.init.zeros_(self.embedding.weight)  # see the module docstring
 
     @property
     def out_channels(self) -> int:
@@ -47,8 +61,12 @@ class ClassEmbedding(Conditioner):
             raise ValueError(f"label {label} is out of range for {classes} classes{hint}")
 
     def forward(self, side: torch.Tensor) -> torch.Tensor:
-        """labels ``[B]`` int64 (``-1``: no label) -> ``[B, channels]``."""
-        return self.embedding(torch.where(side < 0, self.options.classes, side))
+        """labels ``[B]`` int64 (``-1``: no label) -> ``[B, channels]``; in training mode a
+        ``drop_labels`` share of them, drawn from torch's generator, count as "no label"."""
+        null = side < 0
+        if self.training and self.options.drop_labels:
+            null = null | (torch.rand(side.shape, device=side.device) < self.options.drop_labels)
+        return self.embedding(torch.where(null, self.options.classes, side))
 
 
 @attrs.frozen
@@ -69,6 +87,8 @@ class Vector(Conditioner):
     def __init__(self, options: VectorOptions) -> None:
         super().__init__(options)
         self.linear = nn.Linear(options.size, options.channels)
+        nn.init.zeros_(self.linear.weight)  # see the module docstring
+        nn.init.zeros_(self.linear.bias)
 
     @property
     def out_channels(self) -> int:
