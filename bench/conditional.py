@@ -2,8 +2,9 @@
 time on Fashion-MNIST, then scored by exact test bits/dim (conditional: given each image's label).
 
 Steps of the two models alternate, each model's own step time is summed, and each stage stops at
-its share of ``--seconds``, so both see the same machine load. Writes a per-class sample grid of
-the conditional model (one row per class).
+its share of ``--seconds``, so both see the same machine load. The conditional model is also
+scored given a wrong label per image (another class, at random), which shows how much it uses
+the label. Writes a per-class sample grid of the conditional model (one row per class).
 
     python bench/conditional.py [--seconds 480] [--test-images 0] [--grid docs/conditional_samples.png]
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from spnkit import build
+from spnkit.data.loader import exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, run
 from spnkit.engine.train import StageTrainer, load_trained
@@ -64,11 +66,27 @@ def main() -> None:
             rows.append((label, sum(p.numel() for p in pipeline.parameters()), steps[label], result))
             print(f"  {label}: {evaluate.describe(result)}", flush=True)
             if label == "conditional":
+                wrong = wrong_label_bits(limited, pipeline, args.test_images)
+                print(f"  conditional, given a wrong label: {evaluate.describe(wrong)}", flush=True)
+                rows.append(("  wrong label", rows[-1][1], steps[label], wrong))
                 run.save_samples(resolved, pipeline, 8, Path(args.grid))
     print(f"\n{'model':<16}{'parameters':>12}{'steps':>8}{'test bits/dim':>15}")
     for label, count, taken, result in rows:
         print(f"{label:<16}{count:>12,}{taken:>8}{result['test_bits_per_dim']:>15.4f}")
     print(f"wrote {args.grid} (one row per class: {', '.join(load_split(data, 'test').classes or [])})")
+
+
+def wrong_label_bits(resolved, pipeline, limit: int) -> dict:
+    """Test bits/dim when each image is given another class's label (drawn at random)."""
+    data = resolved.recipe.data
+    classes = resolved.side()[1]
+    generator = torch.Generator().manual_seed(0)
+    batches = exact_batches(load_split(data, "test").shards, resolved.recipe.eval.batch_size,
+                            (data.channels, data.height, data.width), side=resolved.side())
+    wrong = ({**batch, "labels": (batch["labels"] + torch.randint(1, classes, batch["labels"].shape,
+                                                                  generator=generator)) % classes}
+             for batch in batches)
+    return evaluate.bits_per_dim(pipeline, wrong, limit, progress=False, side="labels")
 
 
 if __name__ == "__main__":
