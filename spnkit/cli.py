@@ -175,9 +175,11 @@ def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
 def _check_null_class(resolved: build.Resolved) -> None:
     for name in resolved.recipe.stages:
         conditioner = resolved.component(f"stages.{name}.conditioner")
-        if conditioner is not None and not getattr(conditioner.options, "null_class", False):
+        if conditioner is None:
+            continue
+        if not getattr(conditioner.options, "null_class", False):
             raise UserError(f"--class none: stages.{name}.conditioner has no 'no label' row (null_class = false)")
-        if conditioner is not None and not getattr(conditioner.options, "drop_labels", 0):
+        if not getattr(conditioner.options, "drop_labels", 0):
             warnings.warn(f"--class none: stages.{name}.conditioner was not trained without labels "
                           "(drop_labels = 0), so its 'no label' row is untrained", stacklevel=2)
 
