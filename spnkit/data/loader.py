@@ -28,8 +28,8 @@ import io
 import tarfile
 import warnings
 from collections.abc import Iterator
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import attrs
 import numpy as np
@@ -188,6 +188,11 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info else (0, 1)
 
 
+def _vector_size(side: tuple[str, int] | None) -> int:
+    """``K`` for a recipe conditioned on vectors ``("vectors", K)``, else 0."""
+    return side[1] if side and side[0] == "vectors" else 0
+
+
 def _batch(samples: list[Sample], size: int, shape, vector_size: int) -> dict:
     images = np.zeros((size, *shape), np.uint8)
     labels = np.full(size, NO_LABEL, np.int64)
@@ -212,7 +217,7 @@ class TrainingStream(IterableDataset):
             raise DataError(f"data: all {len(shards)} shards are empty")
         self.sub_batch, self.shape, self.seed = sub_batch, tuple(shape), seed
         self.streams, self.cursors, self.side = streams, cursors, side
-        self.vector_size = side[1] if side and side[0] == "vectors" else 0
+        self.vector_size = _vector_size(side)
         self.known = sum(s.size or 0 for s in self.shards)
 
     def __iter__(self) -> Iterator[dict]:
@@ -269,7 +274,7 @@ class ExactPass(IterableDataset):
                  side: tuple[str, int] | None = None) -> None:
         self.shards, self.batch_size, self.shape = shards, batch_size, tuple(shape)
         self.rank, self.world, self.side = rank, world, side
-        self.vector_size = side[1] if side and side[0] == "vectors" else 0
+        self.vector_size = _vector_size(side)
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers = _worker()

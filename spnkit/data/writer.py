@@ -1,11 +1,12 @@
 """``spnkit shard``: images from folders, IDX files or numpy arrays into WebDataset tar shards.
 
 Each sample is ``KEY.png`` (lossless, 8 bit, grey or RGB) plus ``KEY.cls`` (the class index as
-text) when the source has labels and ``KEY.npy`` (a float32 vector) when it has side vectors. Keys have no dots. ``manifest.json`` beside the shards records
-the image size, bit depth, class names and, per split, every shard's sample count, byte size
-and SHA-256. The same input gives byte-identical shards: the order is fixed (sorted paths, then
-a seeded shuffle so that every shard is a random sample of the data), tar headers carry no
-time or user, and PNG encoding is deterministic.
+text) when the source has labels and ``KEY.npy`` (a float32 vector) when it has side vectors.
+Keys have no dots. ``manifest.json`` beside the shards records the image size, bit depth, class
+names and, per split, every shard's sample count, byte size and SHA-256. The same input gives
+byte-identical shards: the order is fixed (sorted paths, then a seeded shuffle so that every
+shard is a random sample of the data), tar headers carry no time or user, and PNG encoding is
+deterministic.
 
 Sources:
 

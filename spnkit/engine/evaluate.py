@@ -19,9 +19,10 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, to
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
     ``spnkit.data.loader.exact_batches`` yields), the first ``limit`` valid images when
     ``limit > 0``; ``side`` (``"labels"`` or ``"vectors"``): given each image's side information
-    (``labels`` ``[B]`` int64 or ``vectors`` ``[B, K]``), so the result is the conditional bits/dim. With a multi-process ``backend``, each process passes
-    its share of the batches and the totals are summed over processes. Each stage's share is its NLL in bits over all dims of the image, so the
-    shares add up to the system."""
+    (``labels`` ``[B]`` int64 or ``vectors`` ``[B, K]``), so the result is the conditional
+    bits/dim. With a multi-process ``backend``, each process passes its share of the batches
+    and the totals are summed over processes. Each stage's share is its NLL in bits over all
+    dims of the image, so the shares add up to the system."""
     pipeline.eval()
     device = next(pipeline.parameters()).device
     totals = {name: 0.0 for name in pipeline.stages}
@@ -35,11 +36,9 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, to
         if taken:
             images = batch["images"].to(device).long()
             dims = images[0].numel()
-            given = None
+            given = batch[side].to(device) if side else None
             if side == "labels":  # padding rows get a valid label; they do not count
-                given = torch.where(valid, batch["labels"].to(device), 0)
-            elif side == "vectors":
-                given = batch["vectors"].to(device)
+                given = torch.where(valid, given, 0)
             for name, log_prob in pipeline.log_prob(images, given).items():
                 totals[name] += -(log_prob.double() * valid).sum().item()
             count += taken
