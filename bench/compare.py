@@ -18,12 +18,12 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from spnkit import build, plugins
+from spnkit.core import build, plugins
 from spnkit.data.loader import exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate
 from spnkit.engine.train import StageTrainer
-from spnkit.system import Pipeline
+from spnkit.core.system import Pipeline
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "quickstart.toml"
 SINGLE_STAGE = ["quantizer={plugin='depth_split', splits=[8]}",

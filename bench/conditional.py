@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from spnkit import build
+from spnkit.core import build
 from spnkit.data.loader import exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, run

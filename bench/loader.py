@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spnkit import build
+from spnkit.core import build
 from spnkit.data.loader import TrainingBatches
 from spnkit.data.sources import load_split
 from spnkit.data.writer import Geometry, write_shards
-from spnkit.recipe import DataConfig
+from spnkit.core.recipe import DataConfig
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 ENCODER = ("{plugin='slice_embedder', conv_layers=2, channels=32, attention_layers=1, heads=4, "

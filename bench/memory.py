@@ -21,8 +21,8 @@ import torch
 from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions
-from spnkit.interfaces import EncoderSpec, NoOptions, SliceSpec
-from spnkit.system import AutoregressiveStage
+from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec
+from spnkit.core.system import AutoregressiveStage
 
 SIZES = (64, 128, 256)
 SLICE = 32

@@ -21,9 +21,9 @@ from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import SubscaleOptions, SubscaleOrdering
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
-from spnkit.interfaces import EncoderSpec, SliceSpec, one_hot
-from spnkit.sampling import draw, gumbel_noise
-from spnkit.system import AutoregressiveStage
+from spnkit.core.interfaces import EncoderSpec, SliceSpec, one_hot
+from spnkit.core.sampling import draw, gumbel_noise
+from spnkit.core.system import AutoregressiveStage
 
 ATTENTION = MaskedTransformerOptions(layers=2, heads=4, channels=64)
 GATED = GatedPixelCNNOptions(layers=6, filter_size=3, channels=64, residual_channels=128)

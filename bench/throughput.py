@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from spnkit import build
-from spnkit.system import Pipeline
+from spnkit.core import build
+from spnkit.core.system import Pipeline
 
 
 def measure(pipeline: Pipeline, name: str, batch: int, shape: tuple[int, int, int], bits: int,

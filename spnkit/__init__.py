@@ -1,5 +1,5 @@
 """spnkit: Subscale Pixel Networks and the PixelCNN family as a plugin framework."""
 
-from spnkit.hookspecs import hookimpl
+from spnkit.core.hookspecs import hookimpl
 
 __all__ = ["hookimpl"]

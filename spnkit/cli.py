@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from spnkit import build, plugins
+from spnkit.core import build, plugins
 from spnkit.data import DataError
-from spnkit.recipe import RecipeError
+from spnkit.core.recipe import RecipeError
 
 USER_ERROR = 2
 

@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from spnkit.interfaces import (
+from spnkit.core.interfaces import (
     ContextEncoder,
     Ordering,
     Quantizer,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spnkit.builtin.orderings import SubscaleOrdering
-from spnkit.interfaces import ContextEncoder, SliceDecoder
+from spnkit.core.interfaces import ContextEncoder, SliceDecoder
 
 
 @attrs.frozen

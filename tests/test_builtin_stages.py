@@ -9,8 +9,8 @@ from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
-from spnkit.interfaces import EncoderSpec, NoOptions, SliceSpec
-from spnkit.system import AutoregressiveStage
+from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec
+from spnkit.core.system import AutoregressiveStage
 
 ATTENTION = MaskedTransformerOptions(layers=1, heads=2, channels=6)
 GATED = GatedPixelCNNOptions(layers=2, channels=6, residual_channels=6)

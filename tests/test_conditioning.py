@@ -7,7 +7,9 @@ import re
 import pytest
 import torch
 
-from spnkit import build, cli, testing
+from spnkit.core import build
+
+from spnkit import cli, testing
 from spnkit.builtin.conditioners import (
     ClassEmbedding,
     ClassEmbeddingOptions,
@@ -23,9 +25,9 @@ from spnkit.builtin.transformer import (
     MaskedTransformer,
     MaskedTransformerOptions,
 )
-from spnkit.interfaces import EncoderSpec, NoOptions, SliceSpec, one_hot
-from spnkit.recipe import RecipeError
-from spnkit.system import AutoregressiveStage
+from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec, one_hot
+from spnkit.core.recipe import RecipeError
+from spnkit.core.system import AutoregressiveStage
 
 CLASSES = 3
 LABELS = torch.tensor([0, 1, 2, -1])  # every class, then "no label"

@@ -6,7 +6,7 @@ import torch
 from fixtures import DenseMaskedDecoder, DenseOptions, DroppingOrdering
 from spnkit import testing
 from spnkit.builtin.orderings import SubscaleOptions
-from spnkit.interfaces import SliceSpec
+from spnkit.core.interfaces import SliceSpec
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -4,7 +4,9 @@ import importlib.util
 import re
 from pathlib import Path
 
-from spnkit import plugins, testing
+from spnkit.core import plugins
+
+from spnkit import testing
 
 DOC = Path(__file__).parents[1] / "CONTRIBUTING.md"
 

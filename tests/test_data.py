@@ -19,7 +19,7 @@ from spnkit.data.idx import read_idx, write_idx
 from spnkit.data.loader import TrainingBatches, exact_batches
 from spnkit.data.sources import EMBEDDED, load_split
 from spnkit.data.writer import Geometry, resize_area, transform, write_shards
-from spnkit.recipe import DataConfig
+from spnkit.core.recipe import DataConfig
 
 CLASSES = ["cat", "dog", "owl"]
 

@@ -11,7 +11,9 @@ import sys
 import pytest
 import tomli_w
 
-from spnkit import build, cli
+from spnkit.core import build
+
+from spnkit import cli
 from spnkit.engine import settings
 from test_engine import RECIPE
 

@@ -3,7 +3,7 @@ import torch
 
 from spnkit import testing
 from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions, relative_offsets, slot_table
-from spnkit.interfaces import EncoderSpec, one_hot
+from spnkit.core.interfaces import EncoderSpec, one_hot
 
 SMALL = SliceEmbedderOptions(conv_layers=2, channels=8, attention_layers=1, heads=2, attention_channels=8,
                              residual_blocks=1, residual_channels=8)

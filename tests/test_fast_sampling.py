@@ -4,11 +4,11 @@ decoder and for whole pipelines."""
 import pytest
 import torch
 
-from spnkit import build
+from spnkit.core import build
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
-from spnkit.interfaces import SliceSpec
-from spnkit.sampling import gumbel_noise
+from spnkit.core.interfaces import SliceSpec
+from spnkit.core.sampling import gumbel_noise
 
 ATTENTION = MaskedTransformerOptions(layers=2, heads=2, channels=8)
 GATED = GatedPixelCNNOptions(layers=3, filter_size=3, channels=6, residual_channels=6)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from spnkit import testing
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
 from spnkit.builtin.quantizers import DepthSplit, DepthSplitOptions, ReduceBits, ReduceBitsOptions
-from spnkit.interfaces import NoOptions
+from spnkit.core.interfaces import NoOptions
 
 
 @settings(max_examples=60, deadline=None)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spnkit import build
+from spnkit.core import build
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 # paper parameter counts per stage (Menick & Kalchbrenner 2018): CelebA-HQ ~50M,

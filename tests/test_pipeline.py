@@ -4,7 +4,9 @@ agree with the model's probabilities."""
 import pytest
 import torch
 
-from spnkit import build, testing
+from spnkit.core import build
+
+from spnkit import testing
 
 TINY_ENCODER = {"plugin": "slice_embedder", "conv_layers": 1, "channels": 4, "attention_layers": 1, "heads": 1,
                 "attention_channels": 4, "residual_blocks": 1, "residual_channels": 4}

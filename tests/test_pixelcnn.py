@@ -3,7 +3,7 @@ import torch
 
 from spnkit import testing
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
-from spnkit.interfaces import SliceSpec, one_hot
+from spnkit.core.interfaces import SliceSpec, one_hot
 
 DECODERS = {
     "pixelcnn": lambda spec: PixelCNN(PixelCNNOptions(layers=2, channels=6, head_channels=6), spec),

@@ -3,7 +3,8 @@ import textwrap
 import pytest
 
 import spnkit
-from spnkit import cli, plugins
+from spnkit.core import plugins
+from spnkit import cli
 from spnkit.builtin.orderings import RasterOrdering
 
 

@@ -13,7 +13,7 @@ import torch
 
 from spnkit import testing
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
-from spnkit.interfaces import SliceSpec
+from spnkit.core.interfaces import SliceSpec
 
 
 def window(height, width, row, col, rows_above, reach):

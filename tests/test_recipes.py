@@ -6,8 +6,10 @@ import sys
 import pytest
 import tomli_w
 
-from spnkit import build, cli
-from spnkit.recipe import RecipeError
+from spnkit.core import build
+
+from spnkit import cli
+from spnkit.core.recipe import RecipeError
 
 
 def base() -> dict:

@@ -7,8 +7,8 @@ import torch
 from fixtures import DenseEncoder, DenseEncoderOptions, DenseMaskedDecoder, DenseOptions
 from spnkit import testing
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
-from spnkit.interfaces import EncoderSpec, NoOptions, SliceSpec
-from spnkit.system import AutoregressiveStage
+from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec
+from spnkit.core.system import AutoregressiveStage
 
 
 def make_stage(channels=1, size=(2, 2), factor=2, levels=2, cond_levels=0, given=0, leak_encoder=False):
@@ -59,7 +59,7 @@ def test_logits_match_log_prob():
     stage = make_stage(3, size=(2, 2), factor=2, levels=3, cond_levels=2)
     x = torch.randint(0, 3, (2, 3, 2, 2))
     cond = torch.randint(0, 2, (2, 3, 2, 2))
-    from spnkit.interfaces import one_hot
+    from spnkit.core.interfaces import one_hot
 
     logits = stage.logits(one_hot(x, 3), cond)
     by_logits = torch.log_softmax(logits, 1).gather(1, x.unsqueeze(1)).sum(dim=(1, 2, 3, 4))

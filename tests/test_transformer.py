@@ -4,7 +4,7 @@ import torch
 from spnkit import testing
 from spnkit.builtin.pixelcnn import GatedPixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
-from spnkit.interfaces import SliceSpec, one_hot
+from spnkit.core.interfaces import SliceSpec, one_hot
 
 ATTENTION = MaskedTransformerOptions(layers=2, heads=2, channels=8)
 DECODERS = {

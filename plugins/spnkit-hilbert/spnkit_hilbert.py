@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 import spnkit
-from spnkit.interfaces import NoOptions, Ordering
+from spnkit.core.interfaces import NoOptions, Ordering
 
 
 def hilbert_index_to_xy(index: int, side: int) -> tuple[int, int]:

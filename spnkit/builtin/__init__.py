@@ -1,2 +1,2 @@
-"""Built-in plugins. Each module registers through the hooks in ``spnkit.hookspecs``, exactly
+"""Built-in plugins. Each module registers through the hooks in ``spnkit.core.hookspecs``, exactly
 as a third-party distribution would."""

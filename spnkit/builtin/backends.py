@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spnkit.engine.backend import Backend
-from spnkit.hookspecs import hookimpl
+from spnkit.core.backend import Backend
+from spnkit.core.hookspecs import hookimpl
 
 
 class TorchBackend(Backend):

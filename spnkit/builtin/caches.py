@@ -181,7 +181,7 @@ def sample_slice(decoder: nn.Module, cache, inputs: PixelInputs, noise: torch.Te
     """Draw a slice subpixel by subpixel through ``cache`` (``pixel_logits(row, col)``,
     ``finish_row(row)``), with the same noise and draws as ``SliceDecoder.sample_reference``.
     ``start_pixel(row, col)`` runs once before each pixel's channels."""
-    from spnkit import sampling
+    from spnkit.core import sampling
 
     spec = decoder.spec
     x = torch.zeros(noise.shape[0], spec.channels, spec.height, spec.width, dtype=torch.long, device=noise.device)

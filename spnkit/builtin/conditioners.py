@@ -11,8 +11,8 @@ import attrs
 import torch
 from torch import nn
 
-from spnkit.hookspecs import hookimpl
-from spnkit.interfaces import Conditioner
+from spnkit.core.hookspecs import hookimpl
+from spnkit.core.interfaces import Conditioner
 
 _positive = attrs.validators.ge(1)
 

@@ -16,8 +16,8 @@ import attrs
 import torch
 from torch import nn
 
-from spnkit.hookspecs import hookimpl
-from spnkit.interfaces import ContextEncoder, EncoderSpec
+from spnkit.core.hookspecs import hookimpl
+from spnkit.core.interfaces import ContextEncoder, EncoderSpec
 from spnkit.nn.attention import TransformerBlock, divides
 
 _positive = attrs.validators.ge(1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 import torch
 
-from spnkit.hookspecs import hookimpl
-from spnkit.interfaces import NoOptions, Ordering
+from spnkit.core.hookspecs import hookimpl
+from spnkit.core.interfaces import NoOptions, Ordering
 
 
 @attrs.frozen

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from spnkit.builtin.caches import GatedCache, MaskedConvCache, PixelInputs, sample_slice
-from spnkit.hookspecs import hookimpl
-from spnkit.interfaces import SliceDecoder, SliceSpec
+from spnkit.core.hookspecs import hookimpl
+from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.nn.masked_conv import HorizontalConv, MaskedConv2d, VerticalConv, shift_down
 
 _positive = attrs.validators.ge(1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import attrs
 import torch
 
-from spnkit.bits import join_planes, split_planes
-from spnkit.hookspecs import hookimpl
-from spnkit.interfaces import Quantizer
+from spnkit.core.bits import join_planes, split_planes
+from spnkit.core.hookspecs import hookimpl
+from spnkit.core.interfaces import Quantizer
 
 
 def _positive(instance, attribute, value):

@@ -11,8 +11,8 @@ from torch.nn import functional as F
 
 from spnkit.builtin.caches import AttentionCache, GatedCache, PixelInputs, sample_slice
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, pixels_as_features
-from spnkit.hookspecs import hookimpl
-from spnkit.interfaces import SliceDecoder, SliceSpec
+from spnkit.core.hookspecs import hookimpl
+from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.nn.attention import TransformerBlock, divides
 
 _positive = attrs.validators.ge(1)

@@ -13,8 +13,8 @@ import importlib.util
 
 import torch
 
-from spnkit.engine.backend import Backend
-from spnkit.hookspecs import hookimpl
+from spnkit.core.backend import Backend
+from spnkit.core.hookspecs import hookimpl
 
 
 class XLABackend(Backend):

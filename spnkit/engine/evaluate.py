@@ -8,8 +8,8 @@ from collections.abc import Iterable
 import torch
 from tqdm import tqdm
 
-from spnkit.engine.backend import Backend
-from spnkit.system import Pipeline
+from spnkit.core.backend import Backend
+from spnkit.core.system import Pipeline
 
 
 @torch.no_grad()

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spnkit import build
+from spnkit.core import build
 from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, images
-from spnkit.engine.backend import Backend
+from spnkit.core.backend import Backend
 from spnkit.engine.train import StageTrainer, label_classes, load_trained, start_backend
-from spnkit.recipe import RecipeError
-from spnkit.system import Pipeline
+from spnkit.core.recipe import RecipeError
+from spnkit.core.system import Pipeline
 
 
 def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:

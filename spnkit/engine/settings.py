@@ -3,7 +3,7 @@ temperatures): types are checked by the recipe schema, values here, all problems
 
 from __future__ import annotations
 
-from spnkit.recipe import Recipe, RecipeError
+from spnkit.core.recipe import Recipe, RecipeError
 
 
 def problems(recipe: Recipe) -> list[str]:

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from spnkit import build, plugins
+from spnkit.core import build, plugins
 from spnkit.data.loader import Shard, TrainingBatches, merge_states
 from spnkit.engine import checkpoint, settings
-from spnkit.engine.backend import Backend, BackendOptions
-from spnkit.plugins import Registry
-from spnkit.recipe import RecipeError, TrainConfig
-from spnkit.system import AutoregressiveStage, Pipeline
+from spnkit.core.backend import Backend, BackendOptions
+from spnkit.core.plugins import Registry
+from spnkit.core.recipe import RecipeError, TrainConfig
+from spnkit.core.system import AutoregressiveStage, Pipeline
 
 
 AUTO_ORDER = ("xla", "cuda", "cpu")

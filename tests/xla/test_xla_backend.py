@@ -12,7 +12,9 @@ torch_xla = pytest.importorskip("torch_xla", reason="needs torch-xla (the tpu ex
 import torch  # noqa: E402
 import torch_xla.debug.metrics as met  # noqa: E402
 
-from spnkit import build, cli, plugins  # noqa: E402
+from spnkit.core import build, plugins  # noqa: E402
+
+from spnkit import cli
 from spnkit.data.sources import load_split  # noqa: E402
 from spnkit.engine.train import StageTrainer, start_backend  # noqa: E402
 

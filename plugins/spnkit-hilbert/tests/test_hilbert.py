@@ -3,7 +3,7 @@ import torch
 
 from spnkit import testing
 from spnkit_hilbert import HilbertOrdering, hilbert_permutation
-from spnkit.interfaces import NoOptions
+from spnkit.core.interfaces import NoOptions
 
 
 @pytest.mark.parametrize("side", [1, 2, 4, 8, 16])
@@ -31,9 +31,9 @@ def _recipe(decoder: dict) -> dict:
 
 
 def test_recipes_pair_it_with_sequence_decoders_only():
-    from spnkit import build
-    from spnkit.plugins import load
-    from spnkit.recipe import RecipeError
+    from spnkit.core import build
+    from spnkit.core.plugins import load
+    from spnkit.core.recipe import RecipeError
 
     import spnkit_hilbert
 
@@ -46,8 +46,8 @@ def test_recipes_pair_it_with_sequence_decoders_only():
 
 
 def test_a_masked_transformer_stage_over_the_hilbert_order_normalizes():
-    from spnkit import build
-    from spnkit.plugins import load
+    from spnkit.core import build
+    from spnkit.core.plugins import load
 
     import spnkit_hilbert
 

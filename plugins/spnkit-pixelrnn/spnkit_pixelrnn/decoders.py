@@ -7,7 +7,7 @@ import attrs
 import torch
 from torch import nn
 
-from spnkit.interfaces import SliceDecoder, SliceSpec
+from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit_pixelrnn.lstm import DiagonalBiLSTM, RowLSTM
 from spnkit.nn.masked_conv import MaskedConv2d
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from spnkit import testing
-from spnkit.interfaces import SliceSpec
+from spnkit.core.interfaces import SliceSpec
 from spnkit_pixelrnn import DiagonalBiLSTMDecoder, DiagonalBiLSTMOptions, RowLSTMDecoder, RowLSTMOptions
 
 DECODERS = [

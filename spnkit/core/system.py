@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from spnkit.interfaces import (
+from spnkit.core.interfaces import (
     Conditioner,
     ContextEncoder,
     Ordering,
@@ -23,7 +23,7 @@ from spnkit.interfaces import (
     Stage,
     one_hot,
 )
-from spnkit.sampling import gumbel_noise
+from spnkit.core.sampling import gumbel_noise
 
 SIDE_HINT = "pass side (labels [B] or vectors [B, K])"
 

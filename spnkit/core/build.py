@@ -10,11 +10,11 @@ import attrs
 import tomli_w
 import torch
 
-from spnkit import recipe as recipes
-from spnkit.interfaces import EncoderSpec, Ordering, Quantizer, SliceSpec
-from spnkit.plugins import Entry, Registry, UnknownPluginError, default_registry
-from spnkit.recipe import Recipe, RecipeError, StageConfig
-from spnkit.system import AutoregressiveStage, Pipeline
+from spnkit.core import recipe as recipes
+from spnkit.core.interfaces import EncoderSpec, Ordering, Quantizer, SliceSpec
+from spnkit.core.plugins import Entry, Registry, UnknownPluginError, default_registry
+from spnkit.core.recipe import Recipe, RecipeError, StageConfig
+from spnkit.core.system import AutoregressiveStage, Pipeline
 
 STAGE_COMPONENTS = {"ordering": "ordering", "encoder": "encoder", "decoder": "decoder", "conditioner": "conditioner"}
 

@@ -6,7 +6,7 @@ A plugin module (built-in or third-party) implements any of these with ``@spnkit
     def spnkit_register_orderings(register):
         register("zigzag", ZigzagOrdering)
 
-``cls`` subclasses the matching interface in ``spnkit.interfaces`` and carries an attrs
+``cls`` subclasses the matching interface in ``spnkit.core.interfaces`` and carries an attrs
 ``Options`` class.
 """
 
@@ -18,29 +18,29 @@ hookimpl = pluggy.HookimplMarker("spnkit")
 
 @hookspec
 def spnkit_register_orderings(register):
-    """Register ``spnkit.interfaces.Ordering`` subclasses."""
+    """Register ``spnkit.core.interfaces.Ordering`` subclasses."""
 
 
 @hookspec
 def spnkit_register_quantizers(register):
-    """Register ``spnkit.interfaces.Quantizer`` subclasses."""
+    """Register ``spnkit.core.interfaces.Quantizer`` subclasses."""
 
 
 @hookspec
 def spnkit_register_encoders(register):
-    """Register ``spnkit.interfaces.ContextEncoder`` subclasses."""
+    """Register ``spnkit.core.interfaces.ContextEncoder`` subclasses."""
 
 
 @hookspec
 def spnkit_register_decoders(register):
-    """Register ``spnkit.interfaces.SliceDecoder`` subclasses."""
+    """Register ``spnkit.core.interfaces.SliceDecoder`` subclasses."""
 
 
 @hookspec
 def spnkit_register_conditioners(register):
-    """Register ``spnkit.interfaces.Conditioner`` subclasses."""
+    """Register ``spnkit.core.interfaces.Conditioner`` subclasses."""
 
 
 @hookspec
 def spnkit_register_backends(register):
-    """Register ``spnkit.engine.backend.Backend`` subclasses (where training runs)."""
+    """Register ``spnkit.core.backend.Backend`` subclasses (where training runs)."""

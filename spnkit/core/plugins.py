@@ -15,8 +15,8 @@ import warnings
 import attrs
 import pluggy
 
-from spnkit import hookspecs, interfaces
-from spnkit.engine.backend import Backend
+from spnkit.core import hookspecs, interfaces
+from spnkit.core.backend import Backend
 
 ENTRY_POINT_GROUP = "spnkit"
 AUTOLOAD_SWITCH = "SPNKIT_DISABLE_PLUGIN_AUTOLOAD"

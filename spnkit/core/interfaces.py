@@ -23,8 +23,8 @@ import attrs
 import torch
 from torch import nn
 
-from spnkit import sampling
-from spnkit.bits import join_planes
+from spnkit.core import sampling
+from spnkit.core.bits import join_planes
 
 
 @attrs.frozen

@@ -1,0 +1,97 @@
+"""attrs validators shared by the recipe's sections and every plugin's ``Options``.
+
+Each raises ``ValueError("must be RULE, got VALUE")``; the recipe reader puts the field's path
+in front, so a user reads ``train.steps: must be >= 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Validator = Callable[[Any, Any, Any], None]
+
+
+def at_least(bound: float, note: str = "") -> Validator:
+    """``value >= bound`` (``note``, e.g. ``"0: no averaging"``, is added to the message)."""
+    return _rule(lambda v: v >= bound, f">= {bound}", note)
+
+
+def above(bound: float, note: str = "") -> Validator:
+    """``value > bound``."""
+    return _rule(lambda v: v > bound, f"> {bound}", note)
+
+
+def at_most(bound: float, note: str = "") -> Validator:
+    """``value <= bound``."""
+    return _rule(lambda v: v <= bound, f"<= {bound}", note)
+
+
+def in_range(low: float, high: float, closed_high: bool = False, note: str = "") -> Validator:
+    """``low <= value < high`` (``<= high`` when ``closed_high``)."""
+    if closed_high:
+        return _rule(lambda v: low <= v <= high, f"in [{low}, {high}]", note)
+    return _rule(lambda v: low <= v < high, f"in [{low}, {high})", note)
+
+
+def one_of(choices: Iterable[str]) -> Validator:
+    """``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    return _rule(lambda v: v in choices, " or ".join(f'"{c}"' for c in choices))
+
+
+def finite(instance: Any, attribute: Any, value: float) -> None:
+    """Not infinite, not NaN (a learning rate of ``inf`` validates nothing useful)."""
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+
+
+def each(*validators: Validator) -> Validator:
+    """Apply ``validators`` to every element of a list; the message names the index."""
+
+    def check(instance: Any, attribute: Any, values: list) -> None:
+        for index, value in enumerate(values):
+            for validator in validators:
+                try:
+                    validator(instance, attribute, value)
+                except ValueError as exc:
+                    raise ValueError(f"[{index}] {exc}") from None
+
+    return check
+
+
+def non_empty(instance: Any, attribute: Any, value: list) -> None:
+    if not value:
+        raise ValueError(f"must be a non-empty array, got {value!r}")
+
+
+def odd(instance: Any, attribute: Any, value: int) -> None:
+    """A positive odd number (same-size convolutions centre their kernel)."""
+    if value < 1 or value % 2 == 0:
+        raise ValueError(f"must be a positive odd number, got {value!r}")
+
+
+def divides(field: str) -> Validator:
+    """``value`` divides the options' ``field`` (attention heads divide the channels)."""
+
+    def check(instance: Any, attribute: Any, value: int) -> None:
+        total = getattr(instance, field)
+        if value < 1 or total % value:
+            raise ValueError(f"must divide '{field}' ({total}), got {value!r}")
+
+    return check
+
+
+positive = at_least(1)
+non_negative = at_least(0)
+
+
+def _rule(holds: Callable[[Any], bool], rule: str, note: str = "") -> Validator:
+    text = f"{rule} ({note})" if note else rule
+
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if not holds(value):
+            raise ValueError(f"must be {text}, got {value!r}")
+
+    return check
