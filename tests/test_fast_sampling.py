@@ -65,8 +65,9 @@ def test_whole_pipeline_fast_equals_reference():
     torch.manual_seed(0)
     pipeline = build.build_pipeline(resolved).double().eval()
     temperatures = {"low": 0.99, "high": 1.0}
-    fast = pipeline.sample(3, (1, 8, 8), temperatures, torch.Generator().manual_seed(5))
-    reference = pipeline.sample(3, (1, 8, 8), temperatures, torch.Generator().manual_seed(5), reference=True)
+    fast = pipeline.sample(3, (1, 8, 8), temperatures=temperatures, generator=torch.Generator().manual_seed(5))
+    reference = pipeline.sample(3, (1, 8, 8), temperatures=temperatures, generator=torch.Generator().manual_seed(5),
+                                reference=True)
     assert torch.equal(fast, reference)
 
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -24,19 +26,22 @@ def test_subscale_follows_paper_eq2():
         for j in range(s):
             expected = x[0, 0, i::s, j::s]
             assert torch.equal(slices[0, i * s + j, 0], expected)
+    assert slices.shape == (1, s * s, 1, height // s, width // s)
 
 
 def test_raster_is_one_slice_in_raster_order():
     ordering = RasterOrdering(NoOptions())
     ranks = ordering.ranks(3, 2, 2)
-    # raster over pixels, then R, G, B inside a pixel
-    assert ranks[:, 0, 0].tolist() == [0, 1, 2]
-    assert ranks[:, 0, 1].tolist() == [3, 4, 5]
-    assert ranks[0, 1, 0] == 6
+    # raster over pixels, then R, G, B inside a pixel: subpixel (c, y, x) is number 3 * (2y + x) + c
+    assert ranks.tolist() == [[[0, 3], [6, 9]], [[1, 4], [7, 10]], [[2, 5], [8, 11]]]
+    assert ordering.num_slices(2, 2) == 1 and ordering.slice_shape(2, 2) == (2, 2)
 
 
 def test_subscale_rejects_indivisible_size():
-    assert SubscaleOrdering(SubscaleOptions(4)).check(8, 6)
+    ordering = SubscaleOrdering(SubscaleOptions(4))
+    assert ordering.check(8, 6) == ["image size 8x6 is not divisible by the subscale factor 4"]
+    assert ordering.check(6, 8) == ["image size 6x8 is not divisible by the subscale factor 4"]
+    assert ordering.check(8, 12) == []
 
 
 @settings(max_examples=60, deadline=None)
@@ -63,7 +68,16 @@ def test_depth_split_three_way():
 
 
 def test_depth_split_sum_checked():
-    assert DepthSplit(DepthSplitOptions([3, 4]), 8).check()
+    assert DepthSplit(DepthSplitOptions([3, 4]), 8).check() == ["splits [3, 4] sum to 7 bits but the data has 8"]
+    assert DepthSplit(DepthSplitOptions([3, 5]), 8).check() == []
+
+
+def test_reduce_bits_checks_bits_and_splits():
+    assert ReduceBits(ReduceBitsOptions(5, [3, 2]), 8).check() == []
+    assert ReduceBits(ReduceBitsOptions(9), 8).check() == ["bits 9 exceeds the data's 8"]
+    assert ReduceBits(ReduceBitsOptions(5, [3, 3]), 8).check() == ["splits [3, 3] sum to 6, not bits 5"]
+    assert ReduceBits(ReduceBitsOptions(9, [4, 4]), 8).check() == ["bits 9 exceeds the data's 8",
+                                                                  "splits [4, 4] sum to 8, not bits 9"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -85,5 +99,7 @@ def test_reduce_bits_then_split():
 def test_kit_catches_an_ordering_that_drops_a_pixel():
     from fixtures import DroppingOrdering
 
-    with pytest.raises(testing.ConformanceError, match="drops or repeats"):
+    # the last slice of the 4x4 order (S = 2) starts at x[1, 1]: flat index 5 in image 0, 16 + 5 in image 1
+    with pytest.raises(testing.ConformanceError, match=re.escape(
+            "to_slices drops or repeats subpixels (e.g. missing flat indices [5, 21])")):
         testing.check_ordering_round_trip(DroppingOrdering(SubscaleOptions(2)), 1, 4, 4)

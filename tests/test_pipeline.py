@@ -1,6 +1,8 @@
 """Whole pipelines: exact normalization over a partition of the variables, and samples that
 agree with the model's probabilities."""
 
+import re
+
 import pytest
 import torch
 
@@ -83,15 +85,47 @@ def assert_chi_square_fits(observed: torch.Tensor, expected: torch.Tensor) -> No
     assert chi2 < dof + 3.3 * (2 * dof) ** 0.5 + 10, (chi2.item(), dof)
 
 
-@pytest.mark.parametrize("keep", ["top", "planes:1", "slices:1", "slices:2"])
-def test_completion_keeps_what_it_is_given(keep):
+ROW_0 = [[[True, True, True, True], [False, False, False, False]]]
+EVEN_COLUMNS_OF_ROW_0 = [[[True, False, True, False], [False, False, False, False]]]
+NOTHING = [[[False] * 4] * 2]
+EVERYTHING = [[[True] * 4] * 2]
+
+
+# THREE_STAGES on 1x2x4: "small" models x[::2, ::2] (= x[0, 0], x[0, 2]) of plane 0; "upscale" is
+# the subscale order (S = 2) of plane 0 with slice 0 = x[0, ::2] given and slice 1 = x[0, 1::2];
+# "depth" the same order over plane 1. So one slice of each stage is the even columns of row 0 and
+# two slices are all of row 0.
+@pytest.mark.parametrize("keep,expected", [
+    ("top", [ROW_0, ROW_0]),
+    ("planes:1", [EVERYTHING, NOTHING]),
+    ("slices:1", [EVEN_COLUMNS_OF_ROW_0, EVEN_COLUMNS_OF_ROW_0]),
+    ("slices:2", [ROW_0, ROW_0]),
+])
+def test_completion_keeps_what_it_is_given(keep, expected):
     pipeline = pipeline_of(THREE_STAGES)
-    known = torch.randint(0, 4, (6, 1, 2, 4))
-    masks = [m.expand(6, -1, -1, -1) for m in pipeline.completion_masks(keep, (1, 2, 4))]
+    plain = pipeline.completion_masks(keep, (1, 2, 4))
+    assert [m.tolist() for m in plain] == expected
+    known = torch.randint(0, 4, (6, 1, 2, 4), generator=torch.Generator().manual_seed(0))
+    masks = [m.expand(6, -1, -1, -1) for m in plain]
     out = pipeline.sample(6, (1, 2, 4), known=known, masks=masks, generator=torch.Generator().manual_seed(0))
     for plane, (drawn, given) in enumerate(zip(pipeline.quantizer.encode(out), pipeline.quantizer.encode(known))):
         assert torch.equal(drawn[masks[plane]], given[masks[plane]])
-        assert masks[plane].any() or keep == "planes:1"
+    assert not torch.equal(out, known)  # the rest was sampled, not copied
+
+
+@pytest.mark.parametrize("keep", ["planes:2", "planes:x", "slices", "top:1", "bottom"])
+def test_completion_masks_reject_unknown_keep_values(keep):
+    with pytest.raises(ValueError, match=re.escape(f"keep: expected top, planes:K (K < 2) or slices:N, got {keep!r}")):
+        pipeline_of(TWO_STAGES).completion_masks(keep, (1, 2, 2))
+
+
+def test_sampling_arguments_after_the_image_shape_are_keyword_only():
+    pipeline = pipeline_of(TWO_STAGES)
+    with pytest.raises(TypeError, match="positional argument"):
+        pipeline.sample(2, (1, 2, 2), {"low": 1.0})
+    a = pipeline.sample(2, (1, 2, 2), temperatures={"low": 0.5}, generator=torch.Generator().manual_seed(0))
+    b = pipeline.sample(2, (1, 2, 2), temperatures={"low": 0.5}, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 1, 2, 2) and torch.equal(a, b)
 
 
 def test_completion_of_given_bit_planes_is_the_exact_conditional():

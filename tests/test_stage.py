@@ -1,13 +1,15 @@
 """AutoregressiveStage machinery, checked with simple dense components (the neural built-ins
 are checked through the same stage in test_builtin_stages.py)."""
 
+import re
+
 import pytest
 import torch
 
 from fixtures import DenseEncoder, DenseEncoderOptions, DenseMaskedDecoder, DenseOptions
 from spnkit import testing
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
-from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec
+from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec, Stage
 from spnkit.core.system import AutoregressiveStage
 
 
@@ -33,7 +35,9 @@ def test_stage_normalizes_and_is_causal(channels, factor, cond_levels):
 
 def test_given_slices_are_conditioning_not_modelled():
     stage = make_stage(1, size=(2, 4), factor=2, given=1)
-    assert len(stage.modelled_positions()) == 6
+    # slice 0 of the 2x4 subscale order (S = 2) is x[0, 0] and x[0, 2]: given, so not modelled
+    assert stage.modelled_positions() == [(0, 0, 1), (0, 0, 3), (0, 1, 0), (0, 1, 1), (0, 1, 2), (0, 1, 3)]
+    assert stage.modelled_dims == 6
     prefix = torch.tensor([[[[1, 0, 1, 0], [0, 0, 0, 0]]]])
     testing.check_stage_normalization(stage, prefix=prefix)
     testing.check_stage_causality(stage)
@@ -41,7 +45,9 @@ def test_given_slices_are_conditioning_not_modelled():
 
 def test_stage_causality_catches_a_leaking_encoder():
     stage = make_stage(1, size=(2, 2), factor=2, leak_encoder=True)
-    with pytest.raises(testing.ConformanceError):
+    # with S = 2 on 2x2 every slice is one pixel, so the leak shows as the first subpixel reading itself
+    with pytest.raises(testing.ConformanceError, match=re.escape(
+            "stage logits of subpixel (0, 0, 0) depend on later or current inputs [(0, 0, 0)]")):
         testing.check_stage_causality(stage)
 
 
@@ -73,3 +79,28 @@ def test_sampling_reference_and_default_agree_and_respect_prefix():
     b = stage.sample(5, prefix=prefix, generator=torch.Generator().manual_seed(3), reference=True)
     assert torch.equal(a, b)
     assert torch.equal(a[..., ::2, ::2], prefix[..., ::2, ::2])
+
+
+def test_autoregressive_stage_sets_everything_the_stage_contract_declares():
+    stage = make_stage(3, size=(2, 4), factor=2, levels=3, cond_levels=2, given=1)
+    declared = {name for cls in Stage.__mro__ if cls.__module__ == Stage.__module__
+                for name in vars(cls).get("__annotations__", {})}
+    assert declared == {"channels", "height", "width", "levels", "cond_levels", "ordering", "num_slices",
+                        "slice_height", "slice_width", "given_slices", "encoder", "decoder", "conditioner"}
+    values = {name: getattr(stage, name) for name in declared}
+    assert isinstance(values["ordering"], SubscaleOrdering) and values["ordering"].factor == 2
+    assert isinstance(values["encoder"], DenseEncoder) and isinstance(values["decoder"], DenseMaskedDecoder)
+    assert (values["channels"], values["height"], values["width"]) == (3, 2, 4)
+    assert (values["levels"], values["cond_levels"], values["given_slices"]) == (3, 2, 1)
+    assert (values["num_slices"], values["slice_height"], values["slice_width"]) == (4, 1, 2)
+    assert values["conditioner"] is None
+    assert stage.modelled_dims == len(stage.modelled_positions()) == 3 * 3 * 1 * 2
+    assert "modelled_dims" in Stage.__abstractmethods__
+
+
+def test_sampling_arguments_after_batch_are_keyword_only():
+    stage = make_stage(1, size=(2, 4), factor=2, given=1, levels=3)
+    prefix = torch.zeros(2, 1, 2, 4, dtype=torch.long)
+    with pytest.raises(TypeError, match="positional argument"):
+        stage.sample(2, None, prefix)
+    assert stage.sample(2, prefix=prefix, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 2, 4)

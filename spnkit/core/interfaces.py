@@ -302,12 +302,42 @@ class Stage(nn.Module, abc.ABC):
     ``given_slices`` are conditioning, not modelled. A stage with a ``conditioner`` models
     ``p(x | side)``: its methods then require ``side`` (labels ``[B]`` int64 or vectors
     ``[B, K]`` float) and raise ``ValueError`` without it; a stage without one ignores ``side``.
+
+    Implementations set every attribute below in ``__init__`` (declared here as annotations
+    only: a class-level value would shadow the submodules ``nn.Module`` keeps in ``_modules``).
     """
 
+    channels: int
+    """``C`` of the stage's ``[B, C, H, W]`` image."""
+    height: int
+    """``H`` of the stage's image (after any downsampling of its placement)."""
+    width: int
+    """``W`` of the stage's image."""
     levels: int
+    """Values per subpixel of the stage's plane: ``target`` holds levels in ``[0, levels)``."""
     cond_levels: int
+    """Values per subpixel of ``cond``, the more significant bits (0: no conditioning)."""
+    ordering: Ordering
+    """Cuts the image into slices and fixes their order of generation."""
+    num_slices: int
+    """Slices of the image, given ones included (``ordering.num_slices(height, width)``)."""
+    slice_height: int
+    """``h`` of one slice (``ordering.slice_shape(height, width)[0]``)."""
+    slice_width: int
+    """``w`` of one slice (``ordering.slice_shape(height, width)[1]``)."""
     given_slices: int
+    """Leading slices taken from ``prefix`` as conditioning, not modelled."""
+    encoder: ContextEncoder | None
+    """Embeds the slices before the target (and ``cond``, ``side``) into a context map; None: no context."""
+    decoder: SliceDecoder
+    """Models one slice given the context map."""
     conditioner: Conditioner | None
+    """Maps ``side`` to the vector ``h [B, E]``; None: an unconditional stage."""
+
+    @property
+    @abc.abstractmethod
+    def modelled_dims(self) -> int:
+        """Subpixels the stage models (``len(modelled_positions())``): the divisor of ``loss``."""
 
     @abc.abstractmethod
     def ranks(self) -> torch.Tensor:
@@ -346,6 +376,7 @@ class Stage(nn.Module, abc.ABC):
     def sample(
         self,
         batch: int,
+        *,
         cond: torch.Tensor | None = None,
         prefix: torch.Tensor | None = None,
         temperature: float = 1.0,
@@ -355,4 +386,5 @@ class Stage(nn.Module, abc.ABC):
         side: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``[B, C, H, W]`` long; ``prefix`` supplies the given slices; ``given``
-        ``[B, C, H, W]`` long holds subpixels to keep (``-1``: sample), for completion."""
+        ``[B, C, H, W]`` long holds subpixels to keep (``-1``: sample), for completion.
+        Everything after ``batch`` is keyword-only."""

@@ -169,7 +169,7 @@ class AutoregressiveStage(Stage):
     # -- sampling -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, batch: int, cond: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+    def sample(self, batch: int, *, cond: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
                reference: bool = False, given: torch.Tensor | None = None,
                side: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,7 +240,7 @@ class Pipeline(nn.Module):
         return {name: -lp / (dims * math.log(2)) for name, lp in self.log_prob(x, side).items()}
 
     @torch.no_grad()
-    def sample(self, batch: int, image_shape: tuple[int, int, int], temperatures: dict[str, float] | None = None,
+    def sample(self, batch: int, image_shape: tuple[int, int, int], *, temperatures: dict[str, float] | None = None,
                generator: torch.Generator | None = None, reference: bool = False,
                known: torch.Tensor | None = None, masks: list[torch.Tensor] | None = None,
                side: torch.Tensor | None = None) -> torch.Tensor:
@@ -266,7 +266,8 @@ class Pipeline(nn.Module):
             given = None
             if known_planes is not None:
                 given = torch.where(masks[plane].to(device), known_planes[plane], -1)[..., ::down, ::down]
-            drawn = stage.sample(batch, cond, prefix, temperatures.get(name, 1.0), generator, reference, given, side)
+            drawn = stage.sample(batch, cond=cond, prefix=prefix, temperature=temperatures.get(name, 1.0),
+                                 generator=generator, reference=reference, given=given, side=side)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)
 

@@ -91,7 +91,8 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     if complete is not None:
         known = torch.from_numpy(complete).long().expand(count, -1, -1, -1)
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
-    drawn = pipeline.sample(count, shape, temperatures, generator, reference, known=known, masks=masks, side=side)
+    drawn = pipeline.sample(count, shape, temperatures=temperatures, generator=generator, reference=reference,
+                            known=known, masks=masks, side=side)
     return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
 
 
