@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -56,9 +58,9 @@ def test_stack_holds_each_slice_at_its_relative_position():
 
 
 def test_options_reject_heads_that_do_not_divide_and_even_filters():
-    with pytest.raises(ValueError, match="'heads' \\(3\\) must divide 'attention_channels'"):
+    with pytest.raises(ValueError, match=re.escape("must divide 'attention_channels' (32), got 3")):
         SliceEmbedderOptions(heads=3, attention_channels=32)
-    with pytest.raises(ValueError, match="'filter_size' must be odd"):
+    with pytest.raises(ValueError, match="must be a positive odd number, got 4"):
         SliceEmbedderOptions(filter_size=4)
 
 

@@ -1,14 +1,17 @@
 """Fast (cached) sampling draws exactly what the reference path draws, for every built-in
 decoder and for whole pipelines."""
 
+import itertools
+
 import pytest
 import torch
 
-from spnkit.core import build
+from fixtures import DenseMaskedDecoder, DenseOptions
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
-from spnkit.core.interfaces import SliceSpec
-from spnkit.core.sampling import gumbel_noise
+from spnkit.core import build
+from spnkit.core.interfaces import SliceSpec, one_hot
+from spnkit.core.sampling import PixelInputs, draw, gumbel_noise
 
 ATTENTION = MaskedTransformerOptions(layers=2, heads=2, channels=8)
 GATED = GatedPixelCNNOptions(layers=3, filter_size=3, channels=6, residual_channels=6)
@@ -32,7 +35,8 @@ def test_fast_path_draws_what_the_reference_draws(name, channels, context, dtype
     noise = gumbel_noise((4, 8, channels, 5, 6), torch.Generator().manual_seed(1), dtype=dtype)
     ctx = torch.randn(4, context, 5, 6, dtype=dtype) if context else None
     with torch.no_grad():
-        assert torch.equal(decoder.sample(noise, ctx, 0.9), decoder.sample_reference(noise, ctx, 0.9))
+        fast = decoder.sample(noise, context=ctx, temperature=0.9)
+        assert torch.equal(fast, decoder.sample_reference(noise, context=ctx, temperature=0.9))
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -43,9 +47,31 @@ def test_fast_path_keeps_given_subpixels_like_the_reference(name):
     given = torch.full((3, 3, 4, 4), -1)
     given[:, :, :2] = torch.randint(0, 4, (3, 3, 2, 4))
     with torch.no_grad():
-        fast = decoder.sample(noise, None, 1.0, given)
-    assert torch.equal(fast, decoder.sample_reference(noise, None, 1.0, given))
+        fast = decoder.sample(noise, given=given)
+    assert torch.equal(fast, decoder.sample_reference(noise, given=given))
     assert torch.equal(fast[:, :, :2], given[:, :, :2])
+
+
+def test_reference_path_is_one_full_forward_pass_per_subpixel():
+    torch.manual_seed(0)
+    spec = SliceSpec(3, 3, 4, 4, 2)
+    decoder = DECODERS["gated_pixelcnn"](spec).double().eval()
+    noise = gumbel_noise((2, 4, 3, 3, 4), torch.Generator().manual_seed(3), dtype=torch.float64)
+    context = torch.randn(2, 2, 3, 4, dtype=torch.float64)
+    x = torch.zeros(2, 3, 3, 4, dtype=torch.long)
+    with torch.no_grad():
+        for row, col, channel in itertools.product(range(3), range(4), range(3)):
+            logits = decoder(one_hot(x, 4, torch.float64), context)[:, :, channel, row, col]
+            x[:, channel, row, col] = draw(logits, noise[:, :, channel, row, col], 0.8)
+        assert torch.equal(decoder.sample_reference(noise, context=context, temperature=0.8), x)
+
+
+def test_decoders_without_a_cache_sample_by_the_reference_path():
+    torch.manual_seed(0)
+    decoder = DenseMaskedDecoder(DenseOptions(), SliceSpec(2, 2, 3, 3))
+    assert decoder.sampling_cache(PixelInputs(torch.zeros(1, 3, 2, 2, 3)), None) is None
+    noise = gumbel_noise((4, 3, 2, 2, 3), torch.Generator().manual_seed(4))
+    assert torch.equal(decoder.sample(noise, temperature=0.9), decoder.sample_reference(noise, temperature=0.9))
 
 
 def test_whole_pipeline_fast_equals_reference():
@@ -81,4 +107,4 @@ def test_fast_path_on_cuda_draws_what_the_reference_draws(name):
     noise = gumbel_noise((4, 8, 3, 5, 6), torch.Generator().manual_seed(1), dtype=torch.float64, device="cuda")
     context = torch.randn(4, 5, 5, 6, device="cuda", dtype=torch.float64)
     with torch.no_grad():
-        assert torch.equal(decoder.sample(noise, context), decoder.sample_reference(noise, context))
+        assert torch.equal(decoder.sample(noise, context=context), decoder.sample_reference(noise, context=context))

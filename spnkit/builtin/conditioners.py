@@ -13,13 +13,13 @@ from torch import nn
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import Conditioner
-
-_positive = attrs.validators.ge(1)
+from spnkit.core.validators import in_range, positive
 
 
 def _needs_null_class(options: ClassEmbeddingOptions, attribute: attrs.Attribute, value: float) -> None:
+    """``drop_labels`` > 0 drops labels to the "no label" row, so it needs that row."""
     if value and not options.null_class:
-        raise ValueError(f"'{attribute.name}' needs null_class = true (a 'no label' row to drop to): {value}")
+        raise ValueError(f"needs null_class = true (a 'no label' row to drop to), got {value!r}")
 
 
 @attrs.frozen
@@ -29,11 +29,10 @@ class ClassEmbeddingOptions:
     label is replaced by "no label" with probability ``drop_labels``, so that row is learned
     and one model gives both ``p(x | label)`` and ``p(x)``."""
 
-    classes: int = attrs.field(validator=_positive)
-    channels: int = attrs.field(default=32, validator=_positive)
+    classes: int = attrs.field(validator=positive)
+    channels: int = attrs.field(default=32, validator=positive)
     null_class: bool = True
-    drop_labels: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0),
-                                                             _needs_null_class])
+    drop_labels: float = attrs.field(default=0.0, validator=[in_range(0.0, 1.0, closed_high=True), _needs_null_class])
 
 
 class ClassEmbedding(Conditioner):
@@ -73,8 +72,8 @@ class ClassEmbedding(Conditioner):
 class VectorOptions:
     """Vectors of ``size`` floats mapped to ``channels`` units."""
 
-    size: int = attrs.field(validator=_positive)
-    channels: int = attrs.field(default=32, validator=_positive)
+    size: int = attrs.field(validator=positive)
+    channels: int = attrs.field(default=32, validator=positive)
 
 
 class Vector(Conditioner):

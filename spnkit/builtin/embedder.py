@@ -18,28 +18,21 @@ from torch import nn
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import ContextEncoder, EncoderSpec
-from spnkit.nn.attention import TransformerBlock, divides
-
-_positive = attrs.validators.ge(1)
-_non_negative = attrs.validators.ge(0)
-
-
-def _odd(instance, attribute, value: int) -> None:
-    if value % 2 == 0:
-        raise ValueError(f"'{attribute.name}' must be odd (same-size convolutions): {value}")
+from spnkit.core.validators import divides, non_negative, odd, positive
+from spnkit.nn.attention import TransformerBlock
 
 
 @attrs.frozen
 class SliceEmbedderOptions:
-    conv_layers: int = attrs.field(default=2, validator=_positive)
-    channels: int = attrs.field(default=64, validator=_positive)
-    filter_size: int = attrs.field(default=3, validator=[_positive, _odd])
-    attention_layers: int = attrs.field(default=1, validator=_non_negative)
-    heads: int = attrs.field(default=4, validator=[_positive, divides("attention_channels")])
-    attention_channels: int = attrs.field(default=64, validator=_positive)
-    residual_blocks: int = attrs.field(default=1, validator=_non_negative)
-    residual_channels: int = attrs.field(default=128, validator=_positive)
-    position_units: int = attrs.field(default=8, validator=_positive)
+    conv_layers: int = attrs.field(default=2, validator=positive)
+    channels: int = attrs.field(default=64, validator=positive)
+    filter_size: int = attrs.field(default=3, validator=odd)
+    attention_layers: int = attrs.field(default=1, validator=non_negative)
+    heads: int = attrs.field(default=4, validator=divides("attention_channels"))
+    attention_channels: int = attrs.field(default=64, validator=positive)
+    residual_blocks: int = attrs.field(default=1, validator=non_negative)
+    residual_channels: int = attrs.field(default=128, validator=positive)
+    position_units: int = attrs.field(default=8, validator=positive)
 
 
 def relative_offsets(rows: int, cols: int) -> list[tuple[int, int]]:

@@ -7,11 +7,12 @@ import torch
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import NoOptions, Ordering
+from spnkit.core.validators import positive
 
 
 @attrs.frozen
 class SubscaleOptions:
-    factor: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    factor: int = attrs.field(default=2, validator=positive)
 
 
 class SubscaleOrdering(Ordering):

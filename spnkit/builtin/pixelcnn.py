@@ -11,17 +11,12 @@ import attrs
 import torch
 from torch import nn
 
-from spnkit.builtin.caches import GatedCache, MaskedConvCache, PixelInputs, sample_slice
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
-from spnkit.nn.masked_conv import HorizontalConv, MaskedConv2d, VerticalConv, shift_down
-
-_positive = attrs.validators.ge(1)
-
-
-def _odd(instance, attribute, value):
-    if value < 1 or value % 2 == 0:
-        raise ValueError(f"{attribute.name} must be a positive odd number, got {value}")
+from spnkit.core.sampling import PixelInputs, SliceCache
+from spnkit.core.validators import odd, positive
+from spnkit.nn.gated import GatedLayer, GatedStackCache
+from spnkit.nn.masked_conv import Conv1x1, MaskedConv2d
 
 
 def pixels_as_features(x: torch.Tensor) -> torch.Tensor:
@@ -42,11 +37,17 @@ class MaskedHead(nn.Module):
     def __init__(self, features: int, hidden: int, spec: SliceSpec) -> None:
         super().__init__()
         c = spec.channels
+        self.levels = spec.levels
         self.hidden = MaskedConv2d(features, hidden, (1, 1), c, "B")
         self.out = MaskedConv2d(hidden, c * spec.levels, (1, 1), c, "B")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(torch.relu(self.hidden(torch.relu(h))))
+
+    def pixel_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The head at one pixel: features ``[B, F]`` -> logits ``[B, L, C]``."""
+        out = self.out.pointwise(torch.relu(self.hidden.pointwise(torch.relu(h))))
+        return out.view(out.shape[0], -1, self.levels).transpose(1, 2)
 
 
 def _check_groups(spec: SliceSpec, **features: int) -> None:
@@ -64,9 +65,9 @@ class PixelCNNOptions:
     """``layers`` residual 3x3 mask-B layers of ``channels`` features after the 7x7 mask-A
     input layer; ``head_channels`` hidden features in the 1x1 output head."""
 
-    layers: int = attrs.field(default=6, validator=_positive)
-    channels: int = attrs.field(default=48, validator=_positive)
-    head_channels: int = attrs.field(default=96, validator=_positive)
+    layers: int = attrs.field(default=6, validator=positive)
+    channels: int = attrs.field(default=48, validator=positive)
+    head_channels: int = attrs.field(default=96, validator=positive)
 
 
 class PixelCNN(SliceDecoder):
@@ -80,7 +81,7 @@ class PixelCNN(SliceDecoder):
         c, f = spec.channels, options.channels
         self.first = MaskedConv2d(c * spec.levels, f, (7, 7), c, "A")
         self.layers = nn.ModuleList(MaskedConv2d(f, f, (3, 3), c, "B") for _ in range(options.layers))
-        self.context = nn.Conv2d(spec.context_channels, f, 1) if spec.context_channels else None
+        self.context = Conv1x1(spec.context_channels, f) if spec.context_channels else None
         self.head = MaskedHead(f, options.head_channels, spec)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,12 +93,29 @@ class PixelCNN(SliceDecoder):
             h = h + layer(torch.relu(h))
         return features_as_logits(self.head(h), self.spec.levels)
 
-    @torch.no_grad()
-    def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
-               given: torch.Tensor | None = None) -> torch.Tensor:
-        """Fast path: every layer evaluated at the new pixel only, from cached maps."""
-        inputs = PixelInputs(self.spec, noise)
-        return sample_slice(self, MaskedConvCache(self, inputs, context), inputs, noise, temperature, given)
+    def sampling_cache(self, inputs: PixelInputs, context: torch.Tensor | None) -> SliceCache:
+        return _PixelCNNCache(self, inputs, context)
+
+
+class _PixelCNNCache(SliceCache):
+    """Incremental ``PixelCNN``: every layer at the new pixel only, from a kernel-sized window
+    of the cached (relu'd) input map of each residual layer."""
+
+    def __init__(self, model: PixelCNN, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        self.model, self.inputs, self.context = model, inputs, context
+        b, _, height, width = inputs.features.shape
+        self.layer_inputs = [inputs.features.new_zeros(b, model.options.channels, height, width)
+                             for _ in model.layers]
+
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        model = self.model
+        h = model.first.at_pixel(self.inputs.features, row, col)
+        if model.context is not None:
+            h = h + model.context.pointwise(self.context[:, :, row, col])
+        for layer, layer_input in zip(model.layers, self.layer_inputs):
+            layer_input[:, :, row, col] = torch.relu(h)
+            h = h + layer.at_pixel(layer_input, row, col)
+        return model.head.pixel_logits(h)
 
 
 # ----------------------------------------------------------------------------- Gated PixelCNN
@@ -109,46 +127,10 @@ class GatedPixelCNNOptions:
     right (``filter_size`` odd); ``channels`` features per stack (the paper's "conv channels");
     ``residual_channels`` features in the skip path and output head (Table 4: 1280)."""
 
-    layers: int = attrs.field(default=6, validator=_positive)
-    filter_size: int = attrs.field(default=3, validator=_odd)
-    channels: int = attrs.field(default=48, validator=_positive)
-    residual_channels: int = attrs.field(default=96, validator=_positive)
-
-
-def _gate(x: torch.Tensor) -> torch.Tensor:
-    """``[B, 2F, h, w]`` -> ``tanh(first half) * sigmoid(second half)``: ``[B, F, h, w]``."""
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
-
-
-class GatedLayer(nn.Module):
-    """One layer of both stacks (paper Eq. 5): vertical and horizontal convolutions, the
-    vertical stack fed to the horizontal one after a one-row shift, the context map added
-    before the tanh x sigmoid gates, a residual and a skip output on the horizontal stack."""
-
-    def __init__(self, in_features: int, features: int, skip: int, filter_size: int, spec: SliceSpec,
-                 first: bool) -> None:
-        super().__init__()
-        c = spec.channels
-        self.first = first
-        self.vertical = VerticalConv(in_features, 2 * features, filter_size)
-        self.horizontal = HorizontalConv(in_features, 2 * features, filter_size, c, "A" if first else "B",
-                                         out_chunks=2)
-        self.vertical_to_horizontal = nn.Conv2d(2 * features, 2 * features, 1)
-        self.context = nn.Conv2d(spec.context_channels, 4 * features, 1) if spec.context_channels else None
-        self.residual = None if first else MaskedConv2d(features, features, (1, 1), c, "B")
-        self.skip = MaskedConv2d(features, skip, (1, 1), c, "B")
-
-    def forward(self, v: torch.Tensor, h: torch.Tensor, context: torch.Tensor | None):
-        """v, h ``[B, F_in, h, w]`` -> (v, h ``[B, F, h, w]``, skip ``[B, R, h, w]``)."""
-        v_pre = self.vertical(v)
-        h_pre = self.horizontal(h) + self.vertical_to_horizontal(shift_down(v_pre))
-        if self.context is not None:
-            v_context, h_context = self.context(context).chunk(2, dim=1)
-            v_pre, h_pre = v_pre + v_context, h_pre + h_context
-        gated = _gate(h_pre)
-        h_out = gated if self.residual is None else h + self.residual(gated)
-        return _gate(v_pre), h_out, self.skip(gated)
+    layers: int = attrs.field(default=6, validator=positive)
+    filter_size: int = attrs.field(default=3, validator=odd)
+    channels: int = attrs.field(default=48, validator=positive)
+    residual_channels: int = attrs.field(default=96, validator=positive)
 
 
 class GatedPixelCNN(SliceDecoder):
@@ -161,7 +143,8 @@ class GatedPixelCNN(SliceDecoder):
         _check_groups(spec, channels=options.channels, residual_channels=options.residual_channels)
         f, inputs = options.channels, spec.channels * spec.levels
         self.layers = nn.ModuleList(
-            GatedLayer(inputs if i == 0 else f, f, options.residual_channels, options.filter_size, spec, first=i == 0)
+            GatedLayer(inputs if i == 0 else f, f, options.residual_channels, options.filter_size, spec.channels,
+                       spec.context_channels, first=i == 0)
             for i in range(options.layers)
         )
         self.head = MaskedHead(options.residual_channels, options.residual_channels, spec)
@@ -175,12 +158,23 @@ class GatedPixelCNN(SliceDecoder):
             skips = skips + skip
         return features_as_logits(self.head(skips), self.spec.levels)
 
-    @torch.no_grad()
-    def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
-               given: torch.Tensor | None = None) -> torch.Tensor:
-        """Fast path: the vertical stack once per row, the horizontal stack per subpixel."""
-        inputs = PixelInputs(self.spec, noise)
-        return sample_slice(self, GatedCache(self, inputs, context), inputs, noise, temperature, given)
+    def sampling_cache(self, inputs: PixelInputs, context: torch.Tensor | None) -> SliceCache:
+        return _GatedPixelCNNCache(self, inputs, context)
+
+
+class _GatedPixelCNNCache(SliceCache):
+    """Incremental ``GatedPixelCNN``: the vertical stack once per finished row, the horizontal
+    stack and the head at the new pixel."""
+
+    def __init__(self, model: GatedPixelCNN, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        self.head = model.head
+        self.stack = GatedStackCache(model.layers, inputs.features, context)
+
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        return self.head.pixel_logits(self.stack.skip_at_pixel(row, col))
+
+    def finish_row(self, row: int) -> None:
+        self.stack.finish_row(row)
 
 
 @hookimpl

@@ -8,22 +8,18 @@ import torch
 from spnkit.core.bits import join_planes, split_planes
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import Quantizer
-
-
-def _positive(instance, attribute, value):
-    if not value or any(bits < 1 for bits in value):
-        raise ValueError(f"{attribute.name}: expected a non-empty list of positive bit counts, got {value!r}")
+from spnkit.core.validators import each, non_empty, positive
 
 
 @attrs.frozen
 class DepthSplitOptions:
-    splits: list[int] = attrs.field(factory=lambda: [3, 5], validator=_positive)
+    splits: list[int] = attrs.field(factory=lambda: [3, 5], validator=[non_empty, each(positive)])
 
 
 @attrs.frozen
 class ReduceBitsOptions:
-    bits: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    splits: list[int] | None = None
+    bits: int = attrs.field(default=5, validator=positive)
+    splits: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(each(positive)))
 
 
 class DepthSplit(Quantizer):

@@ -7,23 +7,21 @@ from __future__ import annotations
 import attrs
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from spnkit.builtin.caches import AttentionCache, GatedCache, PixelInputs, sample_slice
 from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, pixels_as_features
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
-from spnkit.nn.attention import TransformerBlock, divides
-
-_positive = attrs.validators.ge(1)
+from spnkit.core.sampling import PixelInputs, SliceCache
+from spnkit.core.validators import divides, positive
+from spnkit.nn.attention import KVCache, TransformerBlock
 
 
 @attrs.frozen
 class MaskedTransformerOptions:
-    layers: int = attrs.field(default=2, validator=_positive)
-    heads: int = attrs.field(default=4, validator=[_positive, divides("channels")])
-    channels: int = attrs.field(default=64, validator=_positive)
-    ff_multiplier: int = attrs.field(default=4, validator=_positive)
+    layers: int = attrs.field(default=2, validator=positive)
+    heads: int = attrs.field(default=4, validator=divides("channels"))
+    channels: int = attrs.field(default=64, validator=positive)
+    ff_multiplier: int = attrs.field(default=4, validator=positive)
 
 
 class PixelAttention(nn.Module):
@@ -55,6 +53,33 @@ class PixelAttention(nn.Module):
             tokens = block(tokens)
         return self.norm(tokens).transpose(1, 2).reshape(b, -1, h, w)
 
+    def kv_caches(self, batch: int, like: torch.Tensor) -> list[KVCache]:
+        """Empty key/value caches of every block for ``step``, for a whole slice of pixels."""
+        length = self.rows.shape[0] * self.cols.shape[0]
+        return [block.attention.kv_cache(batch, length, like) for block in self.blocks]
+
+    def step(self, pixels: torch.Tensor, row: int, col: int, context: torch.Tensor | None,
+             caches: list[KVCache]) -> torch.Tensor:
+        """``forward`` at pixel (row, col) alone, from the ``caches`` of the pixels before it
+        (this pixel's keys and values are added).
+
+        pixels: ``[B, C*L, h, w]`` one-hot channel-major, read at the pixel before (row, col);
+        context: ``[B, D_ctx, h, w]`` or None. Returns ``[B, D]``.
+        """
+        width = self.cols.shape[0]
+        position = row * width + col
+        if position:
+            token = self.embed(pixels[:, :, (position - 1) // width, (position - 1) % width])
+        else:
+            token = self.start.expand(pixels.shape[0], -1)
+        token = token + self.rows[row] + self.cols[col]
+        if self.context is not None:
+            token = token + self.context(context[:, :, row, col])
+        x = token.unsqueeze(1)  # [B, 1, D]
+        for block, cache in zip(self.blocks, caches):
+            x = block.step(x, cache, position)
+        return self.norm(x)[:, 0]
+
 
 class MaskedTransformer(SliceDecoder):
     """Masked transformer: causal 1D self-attention over the slice's pixels, channels R -> G -> B in the head."""
@@ -78,51 +103,34 @@ class MaskedTransformer(SliceDecoder):
         b, levels, c, h, w = x.shape
         features = self.attention(x, context).flatten(2).transpose(1, 2)  # [B, h*w, D]
         pixels = pixels_as_features(x).flatten(2).transpose(1, 2)
-        within = nn.functional.linear(pixels, self.within.weight * self.within_mask).view(b, h * w, c, -1)
-        logits = self.head(features.unsqueeze(2) + within + self.channel)  # [B, h*w, C, L]
+        logits = self.channel_logits(features, pixels)  # [B, h*w, C, L]
         return logits.permute(0, 3, 2, 1).reshape(b, levels, c, h, w)
 
-    @torch.no_grad()
-    def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
-               given: torch.Tensor | None = None) -> torch.Tensor:
-        """Fast path: one attention step per pixel over cached keys and values."""
-        inputs = PixelInputs(self.spec, noise)
-        cache = _TransformerCache(self, inputs, context)
-        return sample_slice(self, cache, inputs, noise, temperature, given, cache.start_pixel)
+    def channel_logits(self, features: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """The head: attention features ``[..., D]`` and the pixels' one-hot ``[..., C*L]``
+        (only channels before each head's are read) -> logits ``[..., C, L]``."""
+        within = nn.functional.linear(pixels, self.within.weight * self.within_mask)
+        within = within.unflatten(-1, (self.spec.channels, -1))
+        return self.head(features.unsqueeze(-2) + within + self.channel)
+
+    def sampling_cache(self, inputs: PixelInputs, context: torch.Tensor | None) -> SliceCache:
+        return _MaskedTransformerCache(self, inputs, context)
 
 
-def _previous_pixel(inputs: PixelInputs, row: int, col: int) -> torch.Tensor | None:
-    """One-hot features ``[B, C*L]`` of the pixel before (row, col) in raster order."""
-    width = inputs.features.shape[3]
-    position = row * width + col
-    if position == 0:
-        return None
-    return inputs.features[:, :, (position - 1) // width, (position - 1) % width]
-
-
-class _TransformerCache:
-    """Incremental ``MaskedTransformer``: features once per pixel, the head once per channel."""
+class _MaskedTransformerCache(SliceCache):
+    """Incremental ``MaskedTransformer``: one attention step per pixel over cached keys and
+    values, the head once per channel."""
 
     def __init__(self, model: MaskedTransformer, inputs: PixelInputs, context: torch.Tensor | None) -> None:
-        spec = model.spec
-        self.model, self.inputs = model, inputs
-        self.attention = AttentionCache(model.attention, inputs.features.shape[0], spec.height * spec.width,
-                                        inputs.features, context)
-        self.features = None
+        self.model, self.inputs, self.context = model, inputs, context
+        self.caches = model.attention.kv_caches(inputs.features.shape[0], like=inputs.features)
+        self.features = None  # [B, D] at the current pixel
 
     def start_pixel(self, row: int, col: int) -> None:
-        position = row * self.model.spec.width + col
-        self.features = self.attention.step(position, _previous_pixel(self.inputs, row, col))
+        self.features = self.model.attention.step(self.inputs.features, row, col, self.context, self.caches)
 
     def pixel_logits(self, row: int, col: int) -> torch.Tensor:
-        model = self.model
-        b = self.features.shape[0]
-        pixel = self.inputs.features[:, :, row, col]
-        within = F.linear(pixel, model.within.weight * model.within_mask).view(b, model.spec.channels, -1)
-        return model.head(self.features.unsqueeze(1) + within + model.channel).transpose(1, 2)
-
-    def finish_row(self, row: int) -> None:
-        """Nothing to do: attention caches grow pixel by pixel."""
+        return self.model.channel_logits(self.features, self.inputs.features[:, :, row, col]).transpose(1, 2)
 
 
 @attrs.frozen
@@ -148,25 +156,34 @@ class Hybrid(SliceDecoder):
         conditioning = features if context is None else torch.cat([features, context], dim=1)
         return self.pixelcnn(x, conditioning)
 
-    @torch.no_grad()
-    def sample(self, noise: torch.Tensor, context: torch.Tensor | None = None, temperature: float = 1.0,
-               given: torch.Tensor | None = None) -> torch.Tensor:
-        """Fast path: a cached attention step per pixel feeds the cached Gated PixelCNN."""
-        spec = self.spec
-        b = noise.shape[0]
-        inputs = PixelInputs(spec, noise)
-        d = self.attention.start.shape[0]
-        conditioning = noise.new_zeros(b, d + spec.context_channels, spec.height, spec.width)
+    def sampling_cache(self, inputs: PixelInputs, context: torch.Tensor | None) -> SliceCache:
+        return _HybridCache(self, inputs, context)
+
+
+class _HybridCache(SliceCache):
+    """Incremental ``Hybrid``: a cached attention step per pixel writes its features into the
+    conditioning map of the Gated PixelCNN's own cache."""
+
+    def __init__(self, model: Hybrid, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        self.attention, self.inputs, self.context = model.attention, inputs, context
+        b, _, height, width = inputs.features.shape
+        self.attention_channels = model.options.transformer.channels
+        channels = self.attention_channels + model.spec.context_channels
+        self.conditioning = inputs.features.new_zeros(b, channels, height, width)  # [attention; context]
         if context is not None:
-            conditioning[:, d:] = context
-        gated = GatedCache(self.pixelcnn, inputs, conditioning)
-        attention = AttentionCache(self.attention, b, spec.height * spec.width, noise, context)
+            self.conditioning[:, self.attention_channels :] = context
+        self.caches = model.attention.kv_caches(b, like=inputs.features)
+        self.pixelcnn = model.pixelcnn.sampling_cache(inputs, self.conditioning)
 
-        def start_pixel(row: int, col: int) -> None:
-            position = row * spec.width + col
-            conditioning[:, :d, row, col] = attention.step(position, _previous_pixel(inputs, row, col))
+    def start_pixel(self, row: int, col: int) -> None:
+        features = self.attention.step(self.inputs.features, row, col, self.context, self.caches)
+        self.conditioning[:, : self.attention_channels, row, col] = features
 
-        return sample_slice(self, gated, inputs, noise, temperature, given, start_pixel)
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        return self.pixelcnn.pixel_logits(row, col)
+
+    def finish_row(self, row: int) -> None:
+        self.pixelcnn.finish_row(row)
 
 
 @hookimpl

@@ -211,9 +211,20 @@ class SliceDecoder(nn.Module, abc.ABC):
         earlier in raster-then-channel order (and on the context).
         """
 
+    def sampling_cache(self, inputs: sampling.PixelInputs,
+                       context: torch.Tensor | None) -> sampling.SliceCache | None:
+        """Hook for a cached fast path: a ``SliceCache`` that computes the logits of the next
+        pixel of ``inputs`` from the work done for earlier ones, or None (sample by full
+        forward passes). Its logits must give the draws of ``sample_reference``.
+
+        context: ``[B, D, h, w]`` float or None, as given to ``sample``.
+        """
+        return None
+
     def sample_reference(
         self,
         noise: torch.Tensor,
+        *,
         context: torch.Tensor | None = None,
         temperature: float = 1.0,
         given: torch.Tensor | None = None,
@@ -221,32 +232,42 @@ class SliceDecoder(nn.Module, abc.ABC):
         """Reference sampling: one full forward pass per subpixel.
 
         noise: ``[B, L, C, h, w]`` Gumbel noise from ``sampling.gumbel_noise``.
+        context: ``[B, D, h, w]`` float or None.
         given: ``[B, C, h, w]`` long, values to keep (``-1``: sample), or None.
         Returns ``[B, C, h, w]`` long.
         """
-        spec = self.spec
-        batch = noise.shape[0]
-        x = torch.zeros(batch, spec.channels, spec.height, spec.width, dtype=torch.long, device=noise.device)
-        for row in range(spec.height):
-            for col in range(spec.width):
-                for channel in range(spec.channels):
-                    logits = self(one_hot(x, spec.levels, noise.dtype), context)
-                    drawn = sampling.draw(logits[:, :, channel, row, col], noise[:, :, channel, row, col], temperature)
-                    x[:, channel, row, col] = sampling.keep_given(drawn, given, (channel, row, col))
-        return x
+        inputs = sampling.PixelInputs(noise)
+        return sampling.draw_slice(_FullPasses(self, inputs, context), inputs, noise, temperature, given)
 
     def sample(
         self,
         noise: torch.Tensor,
+        *,
         context: torch.Tensor | None = None,
         temperature: float = 1.0,
         given: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sampling entry point; decoders with a cached fast path override this.
-
-        Must draw exactly what ``sample_reference`` draws for the same noise.
+        """Sampling entry point: through the ``sampling_cache`` when the decoder has one, else
+        ``sample_reference``; draws exactly what ``sample_reference`` draws for the same noise.
+        Arguments and result as for ``sample_reference``.
         """
-        return self.sample_reference(noise, context, temperature, given)
+        inputs = sampling.PixelInputs(noise)
+        with torch.no_grad():
+            cache = self.sampling_cache(inputs, context)
+            if cache is not None:
+                return sampling.draw_slice(cache, inputs, noise, temperature, given)
+        return self.sample_reference(noise, context=context, temperature=temperature, given=given)
+
+
+class _FullPasses(sampling.SliceCache):
+    """No cache: a decoder's whole teacher-forced forward pass for every subpixel."""
+
+    def __init__(self, decoder: SliceDecoder, inputs: sampling.PixelInputs, context: torch.Tensor | None) -> None:
+        self.decoder, self.inputs, self.context = decoder, inputs, context
+
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        x = one_hot(self.inputs.values, self.inputs.levels, self.inputs.features.dtype)
+        return self.decoder(x, self.context)[:, :, :, row, col]
 
 
 class Conditioner(nn.Module, abc.ABC):

@@ -2,10 +2,13 @@
 
 Drawing the noise for every subpixel before sampling starts makes the draws independent of
 the order in which a decoder computes its logits, so the reference path and any cached fast
-path draw exactly the same samples from the same seed.
+path draw exactly the same samples from the same seed. Both run the one subpixel loop,
+``draw_slice``, over a ``SliceCache`` that gives the logits of the next pixel.
 """
 
 from __future__ import annotations
+
+import abc
 
 import torch
 
@@ -33,3 +36,63 @@ def keep_given(drawn: torch.Tensor, given: torch.Tensor | None, index: tuple) ->
         return drawn
     value = given[(slice(None), *index)]
     return torch.where(value >= 0, value, drawn)
+
+
+class PixelInputs:
+    """A slice while it is sampled: ``values [B, C, h, w]`` long and the same as one-hot
+    channel-major features ``[B, C*L, h, w]`` in the noise's dtype (feature ``c*L + l`` is
+    level ``l`` of channel ``c``). Subpixels not drawn yet are 0 in ``values`` and all-zero
+    in ``features``."""
+
+    def __init__(self, noise: torch.Tensor) -> None:
+        """``noise``: the slice's ``[B, L, C, h, w]`` Gumbel noise (sets shape, dtype, device)."""
+        batch, self.levels, channels, height, width = noise.shape
+        self.values = torch.zeros(batch, channels, height, width, dtype=torch.long, device=noise.device)
+        self.features = noise.new_zeros(batch, channels * self.levels, height, width)
+
+    def set(self, row: int, col: int, channel: int, value: torch.Tensor) -> None:
+        """Record the drawn ``value [B]`` long of subpixel (channel, row, col)."""
+        self.values[:, channel, row, col] = value
+        block = self.features[:, channel * self.levels : (channel + 1) * self.levels, row, col]
+        block.zero_()
+        block.scatter_(1, value.view(-1, 1), 1.0)
+
+
+class SliceCache(abc.ABC):
+    """A decoder's incremental evaluation while ``draw_slice`` samples a slice: it reads the
+    ``PixelInputs`` drawn so far and reuses what it computed for earlier subpixels.
+
+    Per pixel in raster order: ``start_pixel`` once, then ``pixel_logits`` once per channel
+    (after each, the drawn channel is set in the inputs); ``finish_row`` after each row.
+    """
+
+    def start_pixel(self, row: int, col: int) -> None:
+        """Work done once per pixel, before its first channel is drawn."""
+
+    @abc.abstractmethod
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        """Logits ``[B, L, C]`` of pixel (row, col) given every subpixel set so far (only the
+        channel about to be drawn is read)."""
+
+    def finish_row(self, row: int) -> None:
+        """Work done once a row is complete."""
+
+
+def draw_slice(cache: SliceCache, inputs: PixelInputs, noise: torch.Tensor, temperature: float = 1.0,
+               given: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw a slice subpixel by subpixel (raster order, channels inside a pixel) from the logits
+    of ``cache``, writing each draw into ``inputs``.
+
+    noise: ``[B, L, C, h, w]`` from ``gumbel_noise``; given: ``[B, C, h, w]`` long values to
+    keep (``-1``: draw), or None. Returns ``inputs.values``, ``[B, C, h, w]`` long.
+    """
+    _, _, channels, height, width = noise.shape
+    for row in range(height):
+        for col in range(width):
+            cache.start_pixel(row, col)
+            for channel in range(channels):
+                logits = cache.pixel_logits(row, col)
+                drawn = draw(logits[:, :, channel], noise[:, :, channel, row, col], temperature)
+                inputs.set(row, col, channel, keep_given(drawn, given, (channel, row, col)))
+        cache.finish_row(row)
+    return inputs.values

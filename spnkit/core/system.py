@@ -190,7 +190,7 @@ class AutoregressiveStage(Stage):
         for t in range(self.given_slices, self.num_slices):
             index = torch.full((batch,), t, dtype=torch.long, device=device)
             context = self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, cond_slices, side_h)
-            slices[:, t] = draw(noise[:, t], context, temperature, None if given is None else given_slices[:, t])
+            slices[:, t] = draw(noise[:, t], context=context, temperature=temperature, given=None if given is None else given_slices[:, t])
         return self.ordering.from_slices(slices, self.height, self.width)
 
 

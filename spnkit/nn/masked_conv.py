@@ -5,6 +5,9 @@ equal parts (tanh x sigmoid gates come in two, LSTM gates in four), feature ``k`
 belongs to group ``k * C // part``. At the centre tap, mask A lets group ``c`` see input
 groups ``< c``, mask B groups ``<= c``; taps before the centre (rows above, columns to the
 left) are open, taps after it closed.
+
+For incremental sampling, ``at_pixel`` and ``at_row`` compute one pixel or one row of a
+layer's output from the inputs around it only (equal to ``forward``'s up to rounding).
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ class MaskedConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
 
+    def at_pixel(self, x: torch.Tensor, row: int, col: int) -> torch.Tensor:
+        """``forward(x)[:, :, row, col]`` from the kernel-sized window of ``x [B, in, h, w]``
+        around (row, col) only: ``[B, out]``."""
+        (pad_h, pad_w), (height, width) = self.padding, x.shape[2:]
+        window = x[:, :, max(row - pad_h, 0) : row + pad_h + 1, max(col - pad_w, 0) : col + pad_w + 1]
+        window = nn.functional.pad(window, (max(pad_w - col, 0), max(col + pad_w + 1 - width, 0),
+                                            max(pad_h - row, 0), max(row + pad_h + 1 - height, 0)))
+        return nn.functional.conv2d(window, self.weight * self.mask, self.bias)[:, :, 0, 0]
+
+    def pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 kernel applied to one pixel's features: ``x [B, in]`` -> ``[B, out]``."""
+        return nn.functional.linear(x, self.weight[:, :, 0, 0] * self.mask[:, :, 0, 0], self.bias)
+
 
 class HorizontalConv(nn.Module):
     """The gated PixelCNN's horizontal-stack convolution: ``1 x (k//2 + 1)`` over the current
@@ -69,6 +85,13 @@ class HorizontalConv(nn.Module):
         x = nn.functional.pad(x, (self.reach, 0, 0, 0))
         return nn.functional.conv2d(x, self.conv.weight * self.mask, self.conv.bias)
 
+    def at_pixel(self, x: torch.Tensor, row: int, col: int) -> torch.Tensor:
+        """``forward(x)[:, :, row, col]`` from the pixel and the ``k//2`` to its left only:
+        ``x [B, in, h, w]`` -> ``[B, out]``."""
+        window = x[:, :, row, max(col - self.reach, 0) : col + 1]
+        window = nn.functional.pad(window, (self.reach + 1 - window.shape[-1], 0)).unsqueeze(2)
+        return nn.functional.conv2d(window, self.conv.weight * self.mask, self.conv.bias)[:, :, 0, 0]
+
 
 class VerticalConv(nn.Conv2d):
     """The gated PixelCNN's vertical-stack convolution: ``(k//2 + 1) x k`` over the current row
@@ -84,6 +107,25 @@ class VerticalConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(nn.functional.pad(x, (self.reach, self.reach, self.reach, 0)))
+
+    def at_row(self, x: torch.Tensor, row: int) -> torch.Tensor:
+        """``forward(x)[:, :, row]`` from the row and the ``k//2`` above it only:
+        ``x [B, in, h, w]`` -> ``[B, out, w]``."""
+        rows = x[:, :, max(row - self.reach, 0) : row + 1]
+        rows = nn.functional.pad(rows, (self.reach, self.reach, self.reach + 1 - rows.shape[2], 0))
+        return super().forward(rows)[:, :, 0]
+
+
+class Conv1x1(nn.Conv2d):
+    """An unmasked 1x1 convolution (``nn.Conv2d(in, out, 1)``) that can also be applied to
+    one pixel's features."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, 1)
+
+    def pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, in]`` -> ``[B, out]``."""
+        return nn.functional.linear(x, self.weight[:, :, 0, 0], self.bias)
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:

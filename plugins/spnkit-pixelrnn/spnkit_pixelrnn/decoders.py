@@ -8,21 +8,22 @@ import torch
 from torch import nn
 
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
-from spnkit_pixelrnn.lstm import DiagonalBiLSTM, RowLSTM
+from spnkit.core.validators import odd, positive
 from spnkit.nn.masked_conv import MaskedConv2d
+from spnkit_pixelrnn.lstm import DiagonalBiLSTM, RowLSTM
 
 
 @attrs.frozen
 class RowLSTMOptions:
-    layers: int = attrs.field(default=2, validator=attrs.validators.ge(1))
-    features: int = attrs.field(default=32, validator=attrs.validators.ge(1))
-    kernel: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    layers: int = attrs.field(default=2, validator=positive)
+    features: int = attrs.field(default=32, validator=positive)
+    kernel: int = attrs.field(default=3, validator=odd)
 
 
 @attrs.frozen
 class DiagonalBiLSTMOptions:
-    layers: int = attrs.field(default=2, validator=attrs.validators.ge(1))
-    features: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    layers: int = attrs.field(default=2, validator=positive)
+    features: int = attrs.field(default=32, validator=positive)
 
 
 class _PixelRNN(SliceDecoder):
