@@ -22,7 +22,8 @@ from spnkit.core import build
 from spnkit.data.loader import exact_batches
 from spnkit.data.sources import load_split
 from spnkit.engine import evaluate, run
-from spnkit.engine.train import StageTrainer, load_trained
+from spnkit.engine.checkpoint import load_trained
+from spnkit.engine.train import StageTrainer
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 
@@ -79,10 +80,10 @@ def main() -> None:
 def wrong_label_bits(resolved, pipeline, limit: int) -> dict:
     """Test bits/dim when each image is given another class's label (drawn at random)."""
     data = resolved.recipe.data
-    classes = resolved.side()[1]
+    classes = resolved.classes
     generator = torch.Generator().manual_seed(0)
     batches = exact_batches(load_split(data, "test").shards, resolved.recipe.eval.batch_size,
-                            (data.channels, data.height, data.width), side=resolved.side())
+                            (data.channels, data.height, data.width), side=resolved.side)
     wrong = ({**batch, "labels": (batch["labels"] + torch.randint(1, classes, batch["labels"].shape,
                                                                   generator=generator)) % classes}
              for batch in batches)

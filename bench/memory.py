@@ -20,7 +20,7 @@ import torch
 
 from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec
 from spnkit.core.system import AutoregressiveStage
 

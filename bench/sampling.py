@@ -19,7 +19,8 @@ import torch
 
 from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import SubscaleOptions, SubscaleOrdering
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
+from spnkit.builtin.pixelcnn import PixelCNN, PixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
 from spnkit.core.interfaces import EncoderSpec, SliceSpec, one_hot
 from spnkit.core.sampling import draw, gumbel_noise
@@ -52,7 +53,7 @@ def reference_seconds(decoder, noise, context, subpixels: int | None, device: st
     spec = decoder.spec
     total = spec.channels * spec.height * spec.width
     if subpixels is None or subpixels >= total:
-        return timed(lambda: decoder.sample_reference(noise, context), device)
+        return timed(lambda: decoder.sample_reference(noise, context=context), device)
     x = torch.zeros(noise.shape[0], spec.channels, spec.height, spec.width, dtype=torch.long, device=noise.device)
 
     def some_subpixels() -> None:
@@ -70,7 +71,7 @@ def fast_seconds(decoder, noise, context, device: str) -> tuple[float, str]:
     """Seconds of the fast path and its peak memory in MiB (CUDA) or ``-``."""
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    seconds = timed(lambda: decoder.sample(noise, context), device)
+    seconds = timed(lambda: decoder.sample(noise, context=context), device)
     peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if device == "cuda" else "-"
     return seconds, peak
 

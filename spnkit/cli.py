@@ -4,7 +4,6 @@ never a traceback."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import warnings
@@ -36,11 +35,7 @@ def _registry(args: argparse.Namespace) -> plugins.Registry:
 
 
 def _resolved(args: argparse.Namespace) -> build.Resolved:
-    from spnkit.engine import settings
-
-    resolved = build.load(args.recipe, args.overrides, _registry(args))
-    settings.check(resolved.recipe)
-    return resolved
+    return build.load(args.recipe, args.overrides, _registry(args))
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
@@ -95,16 +90,11 @@ def _out(args: argparse.Namespace, resolved: build.Resolved) -> Path:
     return Path(args.out) if args.out else default_folder(resolved, args.recipe)
 
 
-@contextlib.contextmanager
 def _backend(args: argparse.Namespace, resolved: build.Resolved):
-    """The started backend (``--backend`` or the recipe's); leaves its process group on exit."""
-    from spnkit.engine.train import start_backend
+    """The started backend (``--backend`` or the recipe's), as a context manager."""
+    from spnkit.engine.runtime import started_backend
 
-    backend = start_backend(resolved, _registry(args), args.backend)
-    try:
-        yield backend
-    finally:
-        backend.stop()
+    return started_backend(resolved.recipe.runtime, _registry(args), args.backend)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -136,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from spnkit.engine import evaluate, run
-    from spnkit.engine.train import load_trained
+    from spnkit.engine.checkpoint import load_trained
 
     resolved = _resolved(args)
     with _backend(args, resolved) as backend:
@@ -149,13 +139,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
     """Labels for ``--class`` values: class names (any case), ids, or ``none`` (-1, "no label":
     ``p(x)`` of a model trained with ``drop_labels``)."""
-    from spnkit.engine.run import class_names
-    from spnkit.engine.train import label_classes
+    from spnkit.data.sources import load_split
 
-    classes = label_classes(resolved)
+    classes = resolved.classes
     if classes is None:
         raise UserError("--class: the recipe's stages are not class-conditional (no stage has a conditioner)")
-    names = class_names(resolved) or []
+    names = load_split(resolved.recipe.data, "test").classes or []
     labels = []
     for value in wanted:
         matches = [i for i, name in enumerate(names) if name.lower() == value.lower()]
@@ -173,8 +162,8 @@ def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
 
 
 def _check_null_class(resolved: build.Resolved) -> None:
-    for name in resolved.recipe.stages:
-        conditioner = resolved.component(f"stages.{name}.conditioner")
+    for name, plan in resolved.stages.items():
+        conditioner = plan.conditioner
         if conditioner is None:
             continue
         if not getattr(conditioner.options, "null_class", False):
@@ -186,7 +175,7 @@ def _check_null_class(resolved: build.Resolved) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine import images, run
-    from spnkit.engine.train import load_trained
+    from spnkit.engine.checkpoint import load_trained
 
     if args.temperature is not None and not args.temperature > 0:
         raise UserError(f"--temperature: must be > 0 (logits are divided by it), got {args.temperature}")
@@ -281,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", help="output folder (default: runs/NAME)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
         if name != "sample":
-            sub.add_argument("--backend", help="where to run: cpu, cuda, xla, ... (default: train.backend)")
+            sub.add_argument("--backend", help="where to run: cpu, cuda, xla, ... (default: runtime.backend)")
         sub.set_defaults(func=func)
         if name == "train":
             sub.add_argument("--stage", action="append", help="train only this stage (repeatable)")
@@ -325,8 +314,7 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from spnkit.engine.checkpoint import CheckpointError
-    from spnkit.engine.train import RecipeMismatch
+    from spnkit.engine.checkpoint import CheckpointError, RecipeMismatch
 
     try:
         args.func(args)

@@ -7,7 +7,8 @@ import torch
 from spnkit import testing
 from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
+from spnkit.builtin.pixelcnn import PixelCNN, PixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
 from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec
 from spnkit.core.system import AutoregressiveStage

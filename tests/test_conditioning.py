@@ -18,14 +18,14 @@ from spnkit.builtin.conditioners import (
 )
 from spnkit.builtin.embedder import SliceEmbedder, SliceEmbedderOptions
 from spnkit.builtin.orderings import RasterOrdering, SubscaleOptions, SubscaleOrdering
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.builtin.transformer import (
     Hybrid,
     HybridOptions,
     MaskedTransformer,
     MaskedTransformerOptions,
 )
-from spnkit.core.interfaces import EncoderSpec, NoOptions, SliceSpec, one_hot
+from spnkit.core.interfaces import EncoderSpec, NoOptions, SideInfo, SliceSpec, one_hot
 from spnkit.core.recipe import RecipeError
 from spnkit.core.system import AutoregressiveStage
 
@@ -254,7 +254,7 @@ def problems_of(raw: dict) -> str:
 
 def test_recipe_with_a_class_embedding_validates_and_builds():
     resolved = build.validate(recipe(low={"plugin": "class_embedding", "classes": 10}, high={}))
-    assert resolved.side() == ("labels", 10) and resolved.side_size() == 10
+    assert resolved.side == SideInfo("labels", 10) and resolved.classes == 10
     assert resolved.to_dict()["stages"]["low"]["conditioner"] == {
         "plugin": "class_embedding", "classes": 10, "channels": 32, "null_class": True,
         "drop_labels": 0.0}
@@ -265,11 +265,11 @@ def test_recipe_with_a_class_embedding_validates_and_builds():
     assert build.build_stage(resolved, "high").conditioner is None
 
 
-def test_side_size_of_vector_and_unconditional_recipes():
+def test_side_of_vector_and_unconditional_recipes():
     vector = {"plugin": "vector", "size": 5}
-    assert build.validate(recipe(low=vector, high=vector)).side() == ("vectors", 5)
-    assert build.validate(recipe(low=vector, high=vector)).side_size() == 5
-    assert build.validate(recipe(low={}, high={})).side_size() is None
+    resolved = build.validate(recipe(low=vector, high=vector))
+    assert resolved.side == SideInfo("vectors", 5) and resolved.classes is None
+    assert build.validate(recipe(low={}, high={})).side is None
 
 
 @pytest.mark.parametrize("low,high,expected", [

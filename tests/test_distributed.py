@@ -14,24 +14,32 @@ import tomli_w
 from spnkit.core import build
 
 from spnkit import cli
-from spnkit.engine import settings
 from test_engine import RECIPE
 
 STEPS = 8
 
 
-def recipe_file(tmp_path, **train) -> str:
+CLIP = 0.05  # below the gradient norms of these steps, so clipping is active in every one
+
+
+def recipe_file(tmp_path, runtime: dict | None = None, **train) -> str:
     recipe = copy.deepcopy(RECIPE)
     recipe["data"]["streams"] = 2
-    recipe["train"].update({"steps": STEPS, "log_every": 1, "checkpoint_every": 4, **train})
+    recipe["train"].update({"steps": STEPS, "checkpoint_every": 4, **train})
+    recipe["logging"] = {"every": 1}
+    recipe["optimizer"] = {"grad_clip": CLIP}
+    recipe["runtime"] = runtime or {}
     path = tmp_path / "recipe.toml"
     path.write_text(tomli_w.dumps(recipe))
     return str(path)
 
 
+def records(out) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "low"]
+
+
 def losses(out) -> list[float]:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if r["stage"] == "low"]
+    return [r["loss"] for r in records(out)]
 
 
 def torchrun(*args) -> subprocess.CompletedProcess:
@@ -43,7 +51,8 @@ def torchrun(*args) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process_and_resume(tmp_path, parallel):
-    recipe = recipe_file(tmp_path, parallel=parallel)
+    """With clipping active, so it must see the gradients of the whole global batch."""
+    recipe = recipe_file(tmp_path, runtime={"parallel": parallel})
     single = tmp_path / "single"
     assert cli.main(["train", recipe, "--stage", "low", "--out", str(single), "--quiet", "--backend", "cpu"]) == 0
     out = tmp_path / parallel
@@ -54,6 +63,9 @@ def test_two_gloo_processes_match_one_process_and_resume(tmp_path, parallel):
     one, two = losses(single), losses(out)
     assert len(one) == len(two) == STEPS
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+    norms_one, norms_two = [r["grad_norm"] for r in records(single)], [r["grad_norm"] for r in records(out)]
+    assert min(norms_one) > CLIP, norms_one  # clipping was active
+    assert max(abs(a - b) / a for a, b in zip(norms_one, norms_two)) < 1e-4, (norms_one, norms_two)
     assert one[-1] < one[0]
     import torch
 
@@ -75,7 +87,7 @@ def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
 
 def test_pixels_per_batch_keeps_pixels_constant(tmp_path, capsys):
     resolved = build.load(recipe_file(tmp_path), ["train.pixels_per_batch=6272"])
-    assert settings.batch_size(resolved.recipe) == 8  # 6272 / (28 * 28)
+    assert resolved.batch_size == 8  # 6272 / (28 * 28)
     assert cli.main(["check", recipe_file(tmp_path), "train.pixels_per_batch=1000", "train.accumulate=3"]) == 2
     err = capsys.readouterr().err
     assert "train.pixels_per_batch: 1000 is not a multiple of the 28x28 = 784 pixels" in err
@@ -85,7 +97,7 @@ def test_pixels_per_batch_keeps_pixels_constant(tmp_path, capsys):
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_backend_trains_in_bf16_and_resumes_on_cpu(tmp_path):
     out = tmp_path / "cuda"
-    recipe = recipe_file(tmp_path, precision="bf16")
+    recipe = recipe_file(tmp_path, runtime={"precision": "bf16"})
     assert cli.main(["train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cuda"]) == 0
     assert losses(out)[-1] < losses(out)[0]
     assert cli.main(["train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cpu",

@@ -28,8 +28,9 @@ RECIPE = {
         "high": {"plane": 1, "conditions_on": ["low"], "ordering": {"plugin": "subscale", "factor": 2},
                  "encoder": ENCODER, "decoder": DECODER},
     },
-    "train": {"steps": 40, "batch_size": 8, "learning_rate": [1e-3, 5e-4], "lr_milestones": [20],
-              "ema": 0.9, "log_every": 5, "checkpoint_every": 5},
+    "train": {"steps": 40, "batch_size": 8, "ema": 0.9, "checkpoint_every": 5},
+    "schedule": {"learning_rate": [1e-3, 5e-4], "milestones": [20]},
+    "logging": {"every": 5},
     "eval": {"batch_size": 50, "max_images": 100},
     "sample": {"count": 4},
 }
@@ -159,7 +160,7 @@ def test_engine_settings_out_of_range_are_all_reported(recipe_path, capsys):
 
 
 def test_resumed_metrics_drop_records_past_the_checkpoint(tmp_path):
-    from spnkit.engine.train import trim_metrics
+    from spnkit.engine.metrics import trim_metrics
 
     path = tmp_path / "metrics.jsonl"
     records = [{"stage": "low", "step": s} for s in (5, 10, 15)] + [{"stage": "high", "step": 20}]
@@ -167,3 +168,29 @@ def test_resumed_metrics_drop_records_past_the_checkpoint(tmp_path):
     trim_metrics(path, "low", 10)
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert kept == [records[0], records[1], records[3]]
+
+
+def test_clipping_sees_the_gradients_the_backend_reduced(tmp_path):
+    """``Backend.reduce_gradients`` runs before clipping, so the norm that clipping reads is the
+    reduced one (on XLA replicas it is the global batch's, as under DDP)."""
+    from spnkit.builtin.backends import CPUBackend
+    from spnkit.core import build
+    from spnkit.data.sources import load_split
+    from spnkit.engine.train import StageTrainer
+
+    class SummingThreeReplicas(CPUBackend):
+        """Reduces as if two more replicas had computed the same gradients."""
+
+        def reduce_gradients(self, optimizer):
+            for group in optimizer.param_groups:
+                for parameter in group["params"]:
+                    parameter.grad.mul_(3)
+
+    resolved = build.validate({**RECIPE, "optimizer": {"grad_clip": 0.1}})
+    shards = load_split(resolved.recipe.data, "train").shards
+    norms = []
+    for folder, backend in (("one", CPUBackend), ("three", SummingThreeReplicas)):
+        trainer = StageTrainer(resolved, "low", shards, tmp_path / folder, backend(resolved.recipe.runtime))
+        norms.append(trainer.train_step()[1].item())
+    assert norms[1] == pytest.approx(3 * norms[0], rel=1e-5)
+    assert norms[0] > resolved.recipe.optimizer.grad_clip  # the clipped step, not an idle one

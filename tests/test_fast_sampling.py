@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fixtures import DenseMaskedDecoder, DenseOptions
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
+from spnkit.builtin.pixelcnn import PixelCNN, PixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
 from spnkit.core import build
 from spnkit.core.interfaces import SliceSpec, one_hot

@@ -33,7 +33,7 @@ def reduced_width(resolved: build.Resolved) -> list[str]:
     """Overrides that replace every encoder and decoder table with a tiny one."""
     overrides = []
     for stage in resolved.recipe.stages:
-        if resolved.component(f"stages.{stage}.encoder") is not None:
+        if resolved.stages[stage].encoder is not None:
             overrides.append(f"stages.{stage}.encoder={{plugin='slice_embedder', conv_layers=1, channels=6, "
                              "attention_layers=1, heads=1, attention_channels=6, residual_blocks=1, residual_channels=6}")
         overrides.append(f"stages.{stage}.decoder={{plugin='hybrid', transformer={{layers=1, heads=1, channels=6}}, "

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from spnkit import testing
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, PixelCNN, PixelCNNOptions
+from spnkit.builtin.pixelcnn import PixelCNN, PixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.core.interfaces import SliceSpec, one_hot
 
 DECODERS = {

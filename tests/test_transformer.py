@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spnkit import testing
-from spnkit.builtin.pixelcnn import GatedPixelCNNOptions
+from spnkit.nn.gated import GatedPixelCNNOptions
 from spnkit.builtin.transformer import Hybrid, HybridOptions, MaskedTransformer, MaskedTransformerOptions
 from spnkit.core.interfaces import SliceSpec, one_hot
 

@@ -8,12 +8,13 @@ import attrs
 import torch
 from torch import nn
 
-from spnkit.builtin.pixelcnn import GatedPixelCNN, GatedPixelCNNOptions, pixels_as_features
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.core.sampling import PixelInputs, SliceCache
 from spnkit.core.validators import divides, positive
 from spnkit.nn.attention import KVCache, TransformerBlock
+from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
+from spnkit.nn.masked_conv import pixels_as_features
 
 
 @attrs.frozen

@@ -3,8 +3,8 @@ the same graphs on the host, which is how CI tests it). The only module that imp
 
 Steps are traced lazily and cut with ``torch_xla.sync()``; shapes are static (fixed batches,
 the target slice chosen by a tensor), so after the first steps nothing recompiles. Gradients are
-all-reduced across replicas by ``xm.optimizer_step``; launch several with ``torch_xla.launch``
-(one process per TPU chip) or use SPMD.
+all-reduced across replicas by ``xm.reduce_gradients`` before the loop clips them, as DDP's are;
+launch several with ``torch_xla.launch`` (one process per TPU chip) or use SPMD.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ class XLABackend(Backend):
 
         return torch_xla.device()
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def reduce_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         import torch_xla.core.xla_model as xm
 
-        xm.optimizer_step(optimizer)  # all-reduces gradients across replicas first
+        xm.reduce_gradients(optimizer)  # the mean over replicas, like DDP's
 
     def end_step(self) -> None:
         import torch_xla

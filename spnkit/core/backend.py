@@ -1,9 +1,10 @@
 """The ``Backend`` interface: where a training loop runs and how its processes cooperate.
 
-A backend is a plugin (hook ``spnkit_register_backends``), chosen by ``train.backend`` or
+A backend is a plugin (hook ``spnkit_register_backends``), chosen by ``runtime.backend`` or
 ``--backend`` (``auto``: the first available of xla, cuda, cpu). The training loop is the same
 for all; it asks the backend for a device, a wrapped model (DDP, FSDP, ...), an autocast
-context, an optimizer step and cross-process sums. Model and decoder code never sees one.
+context, gradients reduced over processes and cross-process sums. Model and decoder code never
+sees one.
 """
 
 from __future__ import annotations
@@ -16,24 +17,28 @@ import attrs
 import torch
 from torch import nn
 
+from spnkit.core.validators import one_of
+
 
 @attrs.frozen
-class BackendOptions:
-    """Options every backend takes (``[train]`` fills them)."""
+class RuntimeConfig:
+    """The recipe's ``[runtime]`` section: which backend runs training, and how."""
 
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    backend: str = "auto"  # a backend plugin: cpu, cuda, xla, ... ("auto": xla, then cuda, then cpu)
+    precision: str = attrs.field(default="fp32", validator=one_of(("fp32", "bf16")))  # bf16: autocast
     compile: bool = False  # torch.compile the stage
-    parallel: str = "ddp"  # "ddp" (replicas) or "fsdp" (sharded parameters); used when world > 1
+    # with several processes: "ddp" (replicas) or "fsdp" (sharded parameters)
+    parallel: str = attrs.field(default="ddp", validator=one_of(("ddp", "fsdp")))
 
 
 class Backend(abc.ABC):
     """One process's view of a (possibly multi-process) run."""
 
-    Options: ClassVar[type] = BackendOptions
+    Options: ClassVar[type] = RuntimeConfig
     rank: int = 0
     world: int = 1
 
-    def __init__(self, options: BackendOptions) -> None:
+    def __init__(self, options: RuntimeConfig) -> None:
         self.options = options
 
     @classmethod
@@ -64,8 +69,9 @@ class Backend(abc.ABC):
         """Skip gradient synchronisation (all but the last micro-batch of an accumulated step)."""
         return contextlib.nullcontext()
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
+    def reduce_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make every process's gradients those of the global batch, before the loop clips
+        them and steps; DDP and FSDP have done so during ``backward``, so by default nothing."""
 
     def end_step(self) -> None:
         """Called after every training step (XLA cuts its graph here)."""

@@ -11,7 +11,7 @@ import tomli_w
 import torch
 
 from spnkit.core import recipe as recipes
-from spnkit.core.interfaces import EncoderSpec, Ordering, Quantizer, SliceSpec
+from spnkit.core.interfaces import EncoderSpec, Ordering, Quantizer, SideInfo, SliceSpec
 from spnkit.core.plugins import Entry, Registry, UnknownPluginError, default_registry
 from spnkit.core.recipe import Recipe, RecipeError, StageConfig
 from spnkit.core.system import AutoregressiveStage, Pipeline
@@ -26,6 +26,10 @@ class Component:
     entry: Entry
     options: Any
 
+    @property
+    def cls(self) -> type:
+        return self.entry.cls
+
     def create(self, *args: Any) -> Any:
         return self.entry.cls(self.options, *args)
 
@@ -34,40 +38,57 @@ class Component:
 
 
 @attrs.frozen
+class StagePlan:
+    """One stage of a validated recipe: its settings and the components that make it."""
+
+    name: str
+    config: StageConfig
+    ordering: Component
+    decoder: Component
+    encoder: Component | None = None
+    conditioner: Component | None = None
+
+    @property
+    def side(self) -> SideInfo | None:
+        """What the stage's conditioner takes; None for an unconditional stage."""
+        return None if self.conditioner is None else self.conditioner.cls.side_info(self.conditioner.options)
+
+
+@attrs.frozen
 class Resolved:
     """A fully validated recipe: the core schema plus each component's options."""
 
     recipe: Recipe
-    components: dict[str, Component]
-
-    def component(self, path: str) -> Component | None:
-        return self.components.get(path)
+    quantizer_choice: Component
+    stages: dict[str, StagePlan]
 
     def quantizer(self) -> Quantizer:
-        return self.components["quantizer"].create(self.recipe.data.bits)
+        return self.quantizer_choice.create(self.recipe.data.bits)
 
-    def side(self) -> tuple[str, int] | None:
-        """The side information the recipe's conditional stages take (the cross checks make
-        them agree): ``("labels", classes)`` or ``("vectors", K)``; None when no stage is
-        conditional."""
-        for name in self.recipe.stages:
-            chosen = self.component(f"stages.{name}.conditioner")
-            if chosen is not None:
-                return _side_of(chosen)
-        return None
+    @property
+    def side(self) -> SideInfo | None:
+        """The side information every conditional stage takes (the cross checks make them
+        agree); None when no stage is conditional."""
+        return next((plan.side for plan in self.stages.values() if plan.side is not None), None)
 
-    def side_size(self) -> int | None:
-        """The number of classes the labels range over (the vector size ``K`` for vector side
-        information); None when no stage is conditional."""
-        side = self.side()
-        return None if side is None else side[1]
+    @property
+    def classes(self) -> int | None:
+        """How many classes the stages take labels of; None unless they take labels."""
+        side = self.side
+        return side.size if side is not None and side.kind == "labels" else None
+
+    @property
+    def batch_size(self) -> int:
+        """Images per training step over all processes."""
+        data = self.recipe.data
+        return self.recipe.train.global_batch(data.height * data.width)
 
     def to_dict(self) -> dict:
         raw = recipes.CONVERTER.unstructure(self.recipe)
-        raw["quantizer"] = self.components["quantizer"].table()
+        raw["quantizer"] = self.quantizer_choice.table()
         for name, stage in raw["stages"].items():
             for key in STAGE_COMPONENTS:
-                chosen = self.components.get(f"stages.{name}.{key}")
+                chosen = getattr(self.stages[name], key)
                 if chosen is None:
                     stage.pop(key, None)
                 else:
@@ -76,16 +97,6 @@ class Resolved:
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
-
-
-def _side_of(chosen: Component) -> tuple[str, int]:
-    cls = chosen.entry.cls
-    return cls.takes, getattr(chosen.options, cls.size_option)
-
-
-def _describe_side(side: tuple[str, int]) -> str:
-    takes, size = side
-    return f"labels of {size} classes" if takes == "labels" else f"{takes} of size {size}"
 
 
 # ----------------------------------------------------------------------------- phase 2
@@ -102,22 +113,23 @@ def _component(raw: Any, kind: str, path: str, registry: Registry) -> tuple[Comp
     return (Component(entry, options) if options is not None else None), problems
 
 
-def _components(raw: dict, registry: Registry) -> tuple[dict[str, Component], list[str]]:
-    found, problems = {}, []
-    tables = [("quantizer", "quantizer", raw.get("quantizer"))]
+def _plans(recipe: Recipe, raw: dict, registry: Registry) -> tuple[Component | None, dict[str, StagePlan], list[str]]:
+    """Phase 2: each component table against its plugin's options; the quantizer and one plan
+    per stage (None / left out where a table has problems), and the problems."""
+    quantizer, problems = _component(raw.get("quantizer"), "quantizer", "quantizer", registry)
+    plans = {}
     stages = raw.get("stages")
-    if isinstance(stages, dict):
-        for name, stage in stages.items():
-            if isinstance(stage, dict):
-                defaults = {"ordering": {"plugin": "raster"}}
-                tables += [(f"stages.{name}.{key}", kind, stage.get(key, defaults.get(key)))
-                           for key, kind in STAGE_COMPONENTS.items()]
-    for path, kind, table in tables:
-        component, issues = _component(table, kind, path, registry)
-        problems += issues
-        if component is not None:
-            found[path] = component
-    return found, problems
+    for name, stage in (stages.items() if isinstance(stages, dict) else ()):
+        if not isinstance(stage, dict):
+            continue
+        chosen = {}
+        for key, kind in STAGE_COMPONENTS.items():
+            table = stage.get(key, {"plugin": "raster"} if key == "ordering" else None)
+            chosen[key], issues = _component(table, kind, f"stages.{name}.{key}", registry)
+            problems += issues
+        if recipe is not None and chosen["ordering"] is not None and chosen["decoder"] is not None:
+            plans[name] = StagePlan(name, recipe.stages[name], **chosen)
+    return quantizer, plans, problems
 
 
 def validate(raw: dict, registry: Registry | None = None) -> Resolved:
@@ -125,13 +137,13 @@ def validate(raw: dict, registry: Registry | None = None) -> Resolved:
     problem found."""
     registry = registry or default_registry()
     recipe, problems = recipes.structure(raw, Recipe, "")
-    components, component_problems = _components(raw, registry)
+    quantizer, plans, component_problems = _plans(recipe, raw, registry)
     problems += component_problems
     if recipe is not None and not component_problems:
-        problems += cross_checks(Resolved(recipe, components))
+        problems += cross_checks(Resolved(recipe, quantizer, plans))
     if problems:
         raise RecipeError(list(dict.fromkeys(problems)))
-    return Resolved(recipe, components)
+    return Resolved(recipe, quantizer, plans)
 
 
 def load(path: str, overrides: list[str] = (), registry: Registry | None = None) -> Resolved:
@@ -153,13 +165,13 @@ class Placement:
     given: torch.Tensor  # [H, W] bool: own-plane pixels it needs from earlier stages
 
 
-def _placement(resolved: Resolved, name: str, stage: StageConfig) -> tuple[Placement | None, list[str]]:
-    data, path = resolved.recipe.data, f"stages.{name}"
+def _placement(resolved: Resolved, plan: StagePlan) -> tuple[Placement | None, list[str]]:
+    data, path, stage = resolved.recipe.data, f"stages.{plan.name}", plan.config
     down = stage.downsample
-    if down < 1 or data.height % down or data.width % down:
+    if data.height % down or data.width % down:
         return None, [f"{path}.downsample: must be a positive divisor of the image size {data.height}x{data.width}, got {down}"]
     height, width = data.height // down, data.width // down
-    ordering = resolved.components[f"{path}.ordering"].create()
+    ordering = plan.ordering.create()
     problems = [f"{path}.ordering: {p}" for p in ordering.check(height, width)]
     if problems:
         return None, problems
@@ -185,14 +197,12 @@ def _close(name: str, names: list[str]) -> str:
 
 
 def cross_checks(resolved: Resolved) -> list[str]:
+    """Every rule that spans fields or sections (one field's range is its validator's job):
+    batch arithmetic, the quantizer against the data, each stage's placement and components,
+    the partition of the image's variables between stages, what each stage conditions on, and
+    the side information the stages share."""
     recipe = resolved.recipe
-    data = recipe.data
-    problems = []
-    for field in ("height", "width", "channels", "bits"):
-        if getattr(data, field) < 1:
-            problems.append(f"data.{field}: must be positive, got {getattr(data, field)}")
-    if problems:
-        return problems
+    problems = _batch_problems(recipe)
     quantizer = resolved.quantizer()
     problems += [f"quantizer: {p}" for p in quantizer.check()]
     if not recipe.stages:
@@ -208,7 +218,8 @@ def cross_checks(resolved: Resolved) -> list[str]:
         if not 0 <= stage.plane < planes:
             problems.append(f"{path}.plane: the quantizer makes {planes} plane(s) (0..{planes - 1}), got {stage.plane}")
             continue
-        placement, issues = _placement(resolved, name, stage)
+        plan = resolved.stages[name]
+        placement, issues = _placement(resolved, plan)
         problems += issues
         closure[name] = set()
         for index, other in enumerate(stage.conditions_on):
@@ -220,17 +231,19 @@ def cross_checks(resolved: Resolved) -> list[str]:
                                 "stages run in the order of their tables")
             else:
                 closure[name] |= {other} | closure.get(other, set())
+                continue
+            closure[name].add(other)  # unusable: keeps the conditioning check from adding to this problem
         if placement is None:
             continue
         placements[name] = placement
-        decoder = resolved.components[f"{path}.decoder"].entry
+        decoder = plan.decoder.entry
         if placement.ordering.pixel_order not in decoder.cls.pixel_orders:
             problems.append(f"{path}.decoder: {decoder.name!r} suits pixel orders {list(decoder.cls.pixel_orders)}, "
-                            f"but ordering {resolved.components[path + '.ordering'].entry.name!r} "
+                            f"but ordering {plan.ordering.entry.name!r} "
                             f"lays slices out as {placement.ordering.pixel_order!r}")
         slices = placement.ordering.num_slices(placement.height, placement.width)
         needs_context = slices - stage.given_slices > 1 or stage.given_slices > 0 or stage.plane > 0
-        if needs_context and f"{path}.encoder" not in resolved.components:
+        if needs_context and plan.encoder is None:
             problems.append(f"{path}.encoder: required, since the stage conditions on "
                             f"{'earlier planes' if stage.plane else 'earlier slices'}; "
                             'add e.g. encoder = { plugin = "slice_embedder" }')
@@ -240,22 +253,34 @@ def cross_checks(resolved: Resolved) -> list[str]:
     return problems
 
 
+def _batch_problems(recipe: Recipe) -> list[str]:
+    """The global batch must be whole images, split evenly into micro-batches."""
+    train, data = recipe.train, recipe.data
+    pixels, problems = data.height * data.width, []
+    if train.pixels_per_batch % pixels:
+        problems.append(f"train.pixels_per_batch: {train.pixels_per_batch} is not a multiple of the "
+                        f"{data.height}x{data.width} = {pixels} pixels of an image")
+    batch = train.global_batch(pixels)
+    if batch % train.accumulate:
+        problems.append(f"train.accumulate: {train.accumulate} micro-batches do not divide the batch of {batch}")
+    return problems
+
+
 def _side_problems(resolved: Resolved) -> list[str]:
     """Every stage is given the same side information, so conditioners must agree on it."""
     problems, first = [], None
-    for name in resolved.recipe.stages:
-        chosen = resolved.component(f"stages.{name}.conditioner")
-        if chosen is None:
+    for plan in resolved.stages.values():
+        side = plan.side
+        if side is None:
             continue
-        side = _side_of(chosen)
         if first is None:
-            first = name, side
+            first = plan.name, side
         elif side != first[1]:
-            path = f"stages.{name}.conditioner"
-            if side[0] == first[1][0]:
-                path += f".{chosen.entry.cls.size_option}"
-            problems.append(f"{path}: takes {_describe_side(side)}, but stage {first[0]!r} takes "
-                            f"{_describe_side(first[1])}; every stage is given the same side information")
+            path = f"stages.{plan.name}.conditioner"
+            if side.kind == first[1].kind:
+                path += f".{plan.conditioner.cls.size_option}"
+            problems.append(f"{path}: takes {side}, but stage {first[0]!r} takes {first[1]}; "
+                            "every stage is given the same side information")
     return problems
 
 
@@ -278,8 +303,9 @@ def _partition_problems(recipe: Recipe, placements: dict[str, Placement], planes
 def _conditioning_problems(recipe: Recipe, placements: dict[str, Placement], closure: dict[str, set[str]]) -> list[str]:
     problems = []
     for name, stage in recipe.stages.items():
-        if name not in placements or name not in closure:
-            continue
+        named = closure.get(name)
+        if name not in placements or named is None or not named <= placements.keys():
+            continue  # a problem already reported: a bad placement, or an unknown or later stage named
         down = stage.downsample
         provided = {}
         for other in closure[name]:
@@ -305,25 +331,23 @@ def _conditioning_problems(recipe: Recipe, placements: dict[str, Placement], clo
 
 def build_stage(resolved: Resolved, name: str) -> AutoregressiveStage:
     """The stage ``name`` of a validated recipe, with freshly initialised parameters."""
-    recipe = resolved.recipe
-    stage = recipe.stages[name]
+    plan = resolved.stages[name]
+    stage = plan.config
     quantizer = resolved.quantizer()
-    data = recipe.data
+    data = resolved.recipe.data
     height, width = data.height // stage.downsample, data.width // stage.downsample
-    ordering = resolved.components[f"stages.{name}.ordering"].create()
+    ordering = plan.ordering.create()
     h, w = ordering.slice_shape(height, width)
     levels = 2 ** quantizer.plane_bits[stage.plane]
     cond_levels = 2 ** sum(quantizer.plane_bits[: stage.plane]) if stage.plane else 0
-    conditioner_choice = resolved.component(f"stages.{name}.conditioner")
-    conditioner = conditioner_choice.create() if conditioner_choice is not None else None
+    conditioner = plan.conditioner.create() if plan.conditioner is not None else None
     side_channels = conditioner.out_channels if conditioner is not None else 0
-    encoder_choice = resolved.component(f"stages.{name}.encoder")
     encoder = None
-    if encoder_choice is not None:
-        encoder = encoder_choice.create(EncoderSpec(data.channels, h, w, levels, ordering.grid(height, width),
+    if plan.encoder is not None:
+        encoder = plan.encoder.create(EncoderSpec(data.channels, h, w, levels, ordering.grid(height, width),
                                                     cond_levels, side_channels))
     context_channels = (encoder.out_channels if encoder is not None else 0) + side_channels
-    decoder = resolved.components[f"stages.{name}.decoder"].create(SliceSpec(data.channels, h, w, levels, context_channels))
+    decoder = plan.decoder.create(SliceSpec(data.channels, h, w, levels, context_channels))
     return AutoregressiveStage(ordering, decoder, encoder, (data.channels, height, width), levels,
                                cond_levels, stage.given_slices, conditioner)
 

@@ -270,6 +270,18 @@ class _FullPasses(sampling.SliceCache):
         return self.decoder(x, self.context)[:, :, :, row, col]
 
 
+@attrs.frozen
+class SideInfo:
+    """What a conditional recipe is given per image: ``kind`` ``"labels"`` (class ids in
+    ``[0, size)``) or ``"vectors"`` (``size`` floats)."""
+
+    kind: str
+    size: int
+
+    def __str__(self) -> str:
+        return f"labels of {self.size} classes" if self.kind == "labels" else f"{self.kind} of size {self.size}"
+
+
 class Conditioner(nn.Module, abc.ABC):
     """Maps a stage's side information to a vector ``h [B, E]`` (``E = out_channels``).
 
@@ -285,6 +297,11 @@ class Conditioner(nn.Module, abc.ABC):
     def __init__(self, options) -> None:
         super().__init__()
         self.options = options
+
+    @classmethod
+    def side_info(cls, options) -> SideInfo:
+        """The side information a conditioner with ``options`` takes."""
+        return SideInfo(cls.takes, getattr(options, cls.size_option))
 
     @property
     def side_size(self) -> int:

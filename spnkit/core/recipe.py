@@ -2,16 +2,17 @@
 
 Validation runs in two phases and reports every problem at once, each with its path:
 
-1. the core schema (``Recipe`` below) with a strict cattrs converter: no unknown keys, no
-   silent coercion (``"false"`` is not a bool, ``"10"`` is not an int);
+1. the core schema (``Recipe`` below, one section per component that reads it) with a strict
+   cattrs converter: no unknown keys, no silent coercion (``"false"`` is not a bool, ``"10"`` is
+   not an int), every field's range checked by its attrs validator;
 2. each component table (``{ plugin = "name", ...options }``) against its plugin's own attrs
-   ``Options`` class, then the cross-field checks (sizes divisible by the subscale factor,
-   bit splits, the partition of variables between stages, decoder/ordering compatibility).
+   ``Options`` class, then the rules across fields and sections (``build.cross_checks``).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import attrs
 import cattrs
+import cattrs.gen
 from cattrs.errors import (
     AttributeValidationNote,
     ClassValidationError,
@@ -26,6 +28,10 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
+
+from spnkit.core.backend import RuntimeConfig
+from spnkit.core.validators import above, at_least, each, in_range, non_empty, non_negative, positive
+from spnkit.data.config import DataConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,23 +55,6 @@ class Table(dict):
 
 
 @attrs.frozen
-class DataConfig:
-    """Where images come from and what they are."""
-
-    source: str = "fashion_mnist"
-    height: int = 28
-    width: int = 28
-    channels: int = 1
-    bits: int = 8
-    train: str = ""  # shards: a path, brace pattern or glob, e.g. "data/x/train-{000000..000026}.tar"
-    test: str = ""
-    prepare: str = ""  # the command that makes the shards, shown when they are missing
-    workers: int = 0  # loader worker processes per rank (0: read in the training process)
-    max_bad_samples: int = 10  # distinct damaged samples tolerated before a run stops
-    streams: int = 0  # sample streams per global batch (0: ranks x workers); fix it to compare runs
-
-
-@attrs.frozen
 class StageConfig:
     """One stage: which part of which plane it models, and the components that model it."""
 
@@ -73,45 +62,82 @@ class StageConfig:
     ordering: Table = attrs.field(factory=lambda: Table(plugin="raster"))
     encoder: Table | None = None
     conditioner: Table | None = None
-    plane: int = 0
-    downsample: int = 1
-    given_slices: int = 0
+    plane: int = attrs.field(default=0, validator=non_negative)
+    downsample: int = attrs.field(default=1, validator=positive)
+    given_slices: int = attrs.field(default=0, validator=non_negative)
     conditions_on: list[str] = attrs.field(factory=list)
-    temperature: float = 1.0
+    temperature: float = attrs.field(default=1.0, validator=above(0, "logits are divided by it"))
 
 
 @attrs.frozen
 class TrainConfig:
-    """Optimisation (paper defaults: RMSProp momentum 0.9, decay 0.95, eps 1e-8; Polyak 0.9999)."""
+    """The training loop (``spnkit.engine.train``): how long, on how many images, and the Polyak
+    average of the weights that evaluation and sampling use (the paper's 0.9999)."""
 
-    steps: int = 1000
-    batch_size: int = 32
-    learning_rate: list[float] = attrs.field(factory=lambda: [5e-5])
-    lr_milestones: list[int] = attrs.field(factory=list)
-    momentum: float = 0.9
-    decay: float = 0.95
-    eps: float = 1e-8
-    ema: float = 0.9999
-    grad_clip: float = 1.0
-    log_every: int = 10
-    checkpoint_every: int = 500
-    pixels_per_batch: int = 0  # > 0: batch_size = pixels_per_batch / (height * width), as the paper scales it
-    accumulate: int = 1  # micro-batches per step (gradient accumulation), each batch_size / accumulate / ranks
-    backend: str = "auto"  # a backend plugin: cpu, cuda, xla, ... ("auto": xla, then cuda, then cpu)
-    precision: str = "fp32"  # or "bf16" (autocast)
-    compile: bool = False  # torch.compile each stage
-    parallel: str = "ddp"  # with several processes: "ddp" (replicas) or "fsdp" (sharded parameters)
+    steps: int = attrs.field(default=1000, validator=non_negative)
+    batch_size: int = attrs.field(default=32, validator=positive)
+    # > 0: batch = pixels_per_batch / (height * width), as the paper keeps pixels per batch constant
+    pixels_per_batch: int = attrs.field(default=0, validator=at_least(0, "0: use batch_size"))
+    accumulate: int = attrs.field(default=1, validator=positive)  # micro-batches per step
+    ema: float = attrs.field(default=0.9999, validator=in_range(0, 1, closed_high=True,
+                                                                note="the Polyak decay; 0: no averaging"))
+    checkpoint_every: int = attrs.field(default=500, validator=positive)
+
+    def global_batch(self, pixels_per_image: int) -> int:
+        """Images per step over all processes: ``batch_size``, or ``pixels_per_batch`` worth."""
+        if self.pixels_per_batch:
+            return max(1, self.pixels_per_batch // pixels_per_image)
+        return self.batch_size
+
+
+@attrs.frozen
+class OptimizerConfig:
+    """RMSProp and gradient clipping (paper defaults: momentum 0.9, decay 0.95, eps 1e-8)."""
+
+    momentum: float = attrs.field(default=0.9, validator=in_range(0, 1))
+    decay: float = attrs.field(default=0.95, validator=in_range(0, 1))
+    eps: float = attrs.field(default=1e-8, validator=above(0))
+    grad_clip: float = attrs.field(default=1.0, validator=above(0))  # the global gradient norm's limit
+
+
+def _milestones_match_rates(schedule: ScheduleConfig, attribute: attrs.Attribute, milestones: list[int]) -> None:
+    rates = len(schedule.learning_rate)
+    if rates and len(milestones) != rates - 1:
+        raise ValueError(f"{rates} learning rate(s) need {rates - 1} milestone(s) (the steps where the next "
+                         f"one starts), got {len(milestones)}")
+    if any(b <= a for a, b in zip([0, *milestones], milestones)):
+        raise ValueError(f"must be positive and increasing, got {milestones!r}")
+
+
+@attrs.frozen
+class ScheduleConfig:
+    """A piecewise-constant learning rate: ``learning_rate[k]`` from ``milestones[k-1]`` on."""
+
+    learning_rate: list[float] = attrs.field(factory=lambda: [5e-5], validator=[non_empty, each(above(0))])
+    milestones: list[int] = attrs.field(factory=list, validator=_milestones_match_rates)
+
+    def rate(self, step: int) -> float:
+        """The learning rate of step ``step`` (counted from 0)."""
+        passed = sum(step >= milestone for milestone in self.milestones)
+        return self.learning_rate[min(passed, len(self.learning_rate) - 1)]
+
+
+@attrs.frozen
+class LoggingConfig:
+    """What training reports: a metrics record every ``every`` steps."""
+
+    every: int = attrs.field(default=10, validator=positive)
 
 
 @attrs.frozen
 class EvalConfig:
-    batch_size: int = 64
-    max_images: int = 0
+    batch_size: int = attrs.field(default=64, validator=positive)
+    max_images: int = attrs.field(default=0, validator=at_least(0, "0: the whole test split"))
 
 
 @attrs.frozen
 class SampleConfig:
-    count: int = 16
+    count: int = attrs.field(default=16, validator=positive)
 
 
 @attrs.frozen
@@ -122,8 +148,22 @@ class Recipe:
     name: str = ""
     seed: int = 0
     train: TrainConfig = attrs.field(factory=TrainConfig)
+    optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig)
+    schedule: ScheduleConfig = attrs.field(factory=ScheduleConfig)
+    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     eval: EvalConfig = attrs.field(factory=EvalConfig)
     sample: SampleConfig = attrs.field(factory=SampleConfig)
+
+
+# fields that moved out of [train] into their own sections, for a helpful "unknown key" message
+MOVED = {
+    "train.learning_rate": "schedule.learning_rate", "train.lr_milestones": "schedule.milestones",
+    "train.momentum": "optimizer.momentum", "train.decay": "optimizer.decay", "train.eps": "optimizer.eps",
+    "train.grad_clip": "optimizer.grad_clip", "train.log_every": "logging.every",
+    "train.backend": "runtime.backend", "train.precision": "runtime.precision",
+    "train.compile": "runtime.compile", "train.parallel": "runtime.parallel",
+}
 
 
 # ----------------------------------------------------------------------------- strict converter
@@ -162,83 +202,98 @@ def _table_hook(value: Any, _type: Any) -> Table:
 
 
 def make_converter() -> cattrs.Converter:
-    """A cattrs converter that rejects unknown keys and never coerces types."""
+    """A cattrs converter that rejects unknown keys, never coerces types, and runs every
+    field's attrs validator, collecting all failures (attrs alone stops at the first)."""
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (int, float, str, bool):
         converter.register_structure_hook(kind, _scalar_hook(kind))
     converter.register_structure_hook(Table, _table_hook)
 
-    def is_list(type_: Any) -> bool:
-        return typing.get_origin(type_) is list
-
-    def is_dict(type_: Any) -> bool:
-        return typing.get_origin(type_) is dict
-
-    def list_hook(value: Any, type_: Any) -> list:
-        if not isinstance(value, list):
-            raise FieldError(f"expected an array, got {describe(value)}")
-        (item,) = typing.get_args(type_)
-        out, errors = [], []
-        for index, element in enumerate(value):
-            try:
-                out.append(converter.structure(element, item))
-            except Exception as exc:
-                exc.__notes__ = [IterableValidationNote(f"index {index}", index, item)]
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {type_}", errors, type_)
-        return out
-
-    def dict_hook(value: Any, type_: Any) -> dict:
-        if not isinstance(value, dict):
-            raise FieldError(f"expected a table, got {describe(value)}")
-        _, item = typing.get_args(type_)
+    def collection_hook(value: Any, type_: Any) -> list | dict:
+        is_list = typing.get_origin(type_) is list
+        if not isinstance(value, list if is_list else dict):
+            raise FieldError(f"expected {'an array' if is_list else 'a table'}, got {describe(value)}")
+        item = typing.get_args(type_)[-1]
+        pairs = enumerate(value) if is_list else value.items()
         out, errors = {}, []
-        for key, element in value.items():
+        for key, element in pairs:
             try:
                 out[key] = converter.structure(element, item)
             except Exception as exc:
-                exc.__notes__ = [IterableValidationNote(f"key {key!r}", key, item)]
+                exc.__notes__ = [IterableValidationNote(f"@ {key!r}", key, item)]
                 errors.append(exc)
         if errors:
             raise IterableValidationError(f"While structuring {type_}", errors, type_)
-        return out
+        return list(out.values()) if is_list else out
 
-    converter.register_structure_hook_func(is_list, list_hook)
-    converter.register_structure_hook_func(is_dict, dict_hook)
+    def validated_class_hook(cls: type):
+        unchecked = cattrs.gen.make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+
+        def structure(value: Any, _type: Any) -> Any:
+            if not isinstance(value, dict):
+                raise FieldError(f"expected a table, got {describe(value)}")
+            with attrs.validators.disabled():
+                instance = unchecked(value, cls)
+            errors = []
+            for field in attrs.fields(cls):
+                if field.validator is None:
+                    continue
+                try:
+                    field.validator(instance, field, getattr(instance, field.name))
+                except ValueError as exc:  # "'name' must be ...": the path will name the field
+                    message = str(exc).removeprefix(f"'{field.name}' ")
+                    error = ValueError(message)
+                    error.__notes__ = [AttributeValidationNote(f"@ {field.name}", field.name, field.type)]
+                    errors.append(error)
+            if errors:
+                raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+            return instance
+
+        return structure
+
+    converter.register_structure_hook_func(lambda t: typing.get_origin(t) in (list, dict), collection_hook)
+    converter.register_structure_hook_factory(attrs.has, validated_class_hook)
     return converter
 
 
 CONVERTER = make_converter()
 
 
-def _join(path: str, part: str | int) -> str:
-    if isinstance(part, int):
-        return f"{path}[{part}]"
-    return f"{path}.{part}" if path else part
-
-
-def flatten_errors(exc: BaseException, path: str = "") -> list[str]:
-    """cattrs' nested exception groups -> ``["a.b[2].c: message", ...]``."""
-    for note in getattr(exc, "__notes__", []):
-        if isinstance(note, AttributeValidationNote):
-            path = _join(path, note.name)
-        elif isinstance(note, IterableValidationNote):
-            path = _join(path, note.index)
+def _message(exc: BaseException, _type: Any) -> str:
+    """One problem's text for ``cattrs.transform_error``. Unknown keys give one line per key,
+    each starting with ``.KEY`` + tab, which ``problems`` appends to the path."""
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [field.name for field in attrs.fields(exc.cl)]
         lines = []
         for key in sorted(exc.extra_fields):
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
-            lines.append(f"{_join(path, key)}: unknown key; {hint}")
-        return lines
-    if isinstance(exc, (ClassValidationError, IterableValidationError)):
-        return [line for sub in exc.exceptions for line in flatten_errors(sub, path)]
+            lines.append(f".{key}\tunknown key; {hint}")
+        return "\n".join(lines)
     if isinstance(exc, KeyError):
-        return [f"{path}: required key missing"]
-    message = str(exc) if isinstance(exc, (FieldError, ValueError)) else f"{type(exc).__name__}: {exc}"
-    return [f"{path}: {message}"]
+        return "required key missing"
+    if isinstance(exc, (FieldError, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def problems(exc: BaseException, path: str = "") -> list[str]:
+    """cattrs' nested errors -> ``["a.b[2].c: message", ...]``, one line per problem."""
+    lines = []
+    for item in cattrs.transform_error(exc, path="$", format_exception=_message):
+        messages, _, where = item.rpartition(" @ ")
+        where = re.sub(r"\['((?:[^'\\]|\\.)*)'\]", r".\1", where[1:])  # $.stages['low'] -> .stages.low
+        for message in messages.splitlines():
+            key, tab, text = message.partition("\t")
+            index = re.match(r"\[(\d+)\] ", message)  # from validators.each
+            if index:
+                key, tab, text = f"[{index[1]}]", True, message[index.end():]
+            full = f"{path}{where}{key}" if tab else f"{path}{where}"
+            moved = MOVED.get(full.lstrip("."))
+            if moved:
+                text = f"moved to {moved}"
+            lines.append(f"{full.lstrip('.')}: {text if tab else message}")
+    return lines
 
 
 def structure(value: Any, cls: type, path: str) -> tuple[Any, list[str]]:
@@ -246,7 +301,7 @@ def structure(value: Any, cls: type, path: str) -> tuple[Any, list[str]]:
     try:
         return CONVERTER.structure(value, cls), []
     except Exception as exc:
-        return None, flatten_errors(exc, path)
+        return None, problems(exc, path)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -1,7 +1,7 @@
 """attrs validators shared by the recipe's sections and every plugin's ``Options``.
 
-Each raises ``ValueError("must be RULE, got VALUE")``; the recipe reader puts the field's path
-in front, so a user reads ``train.steps: must be >= 0, got -1``.
+Each raises ``ValueError("'FIELD' must be RULE, got VALUE")``; the recipe reader shows the
+field's path instead of its name, so a user reads ``train.steps: must be >= 0, got -1``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def one_of(choices: Iterable[str]) -> Validator:
 def finite(instance: Any, attribute: Any, value: float) -> None:
     """Not infinite, not NaN (a learning rate of ``inf`` validates nothing useful)."""
     if not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {value!r}")
+        raise ValueError(f"'{attribute.name}' must be a finite number, got {value!r}")
 
 
 def each(*validators: Validator) -> Validator:
@@ -56,20 +56,21 @@ def each(*validators: Validator) -> Validator:
                 try:
                     validator(instance, attribute, value)
                 except ValueError as exc:
-                    raise ValueError(f"[{index}] {exc}") from None
+                    rule = str(exc).removeprefix(f"'{attribute.name}' ")
+                    raise ValueError(f"'{attribute.name}' [{index}] {rule}") from None
 
     return check
 
 
 def non_empty(instance: Any, attribute: Any, value: list) -> None:
     if not value:
-        raise ValueError(f"must be a non-empty array, got {value!r}")
+        raise ValueError(f"'{attribute.name}' must be a non-empty array, got {value!r}")
 
 
 def odd(instance: Any, attribute: Any, value: int) -> None:
     """A positive odd number (same-size convolutions centre their kernel)."""
     if value < 1 or value % 2 == 0:
-        raise ValueError(f"must be a positive odd number, got {value!r}")
+        raise ValueError(f"'{attribute.name}' must be a positive odd number, got {value!r}")
 
 
 def divides(field: str) -> Validator:
@@ -78,13 +79,9 @@ def divides(field: str) -> Validator:
     def check(instance: Any, attribute: Any, value: int) -> None:
         total = getattr(instance, field)
         if value < 1 or total % value:
-            raise ValueError(f"must divide '{field}' ({total}), got {value!r}")
+            raise ValueError(f"'{attribute.name}' must divide '{field}' ({total}), got {value!r}")
 
     return check
-
-
-positive = at_least(1)
-non_negative = at_least(0)
 
 
 def _rule(holds: Callable[[Any], bool], rule: str, note: str = "") -> Validator:
@@ -92,6 +89,10 @@ def _rule(holds: Callable[[Any], bool], rule: str, note: str = "") -> Validator:
 
     def check(instance: Any, attribute: Any, value: Any) -> None:
         if not holds(value):
-            raise ValueError(f"must be {text}, got {value!r}")
+            raise ValueError(f"'{attribute.name}' must be {text}, got {value!r}")
 
     return check
+
+
+positive = at_least(1)
+non_negative = at_least(0)

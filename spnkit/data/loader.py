@@ -38,6 +38,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import base_plus_ext
 
+from spnkit.core.interfaces import SideInfo
 from spnkit.data import DataError
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "ppm", "pgm")
@@ -163,12 +164,12 @@ class TarShard(Shard):
         return Sample(key, image, label, vector)
 
 
-def side_problem(sample: Sample, shard: Shard, side: tuple[str, int] | None) -> str | None:
-    """Why ``sample`` lacks the side information a recipe takes (``("labels", classes)`` or
-    ``("vectors", K)``); None when it has it, or when the recipe takes none."""
+def side_problem(sample: Sample, shard: Shard, side: SideInfo | None) -> str | None:
+    """Why ``sample`` lacks the side information a recipe takes; None when it has it, or when
+    the recipe takes none."""
     if side is None:
         return None
-    kind, size = side
+    kind, size = side.kind, side.size
     where = f"data: sample {sample.key!r} in {shard.name}"
     if kind == "vectors":
         if sample.vector is None:
@@ -188,9 +189,9 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info else (0, 1)
 
 
-def _vector_size(side: tuple[str, int] | None) -> int:
-    """``K`` for a recipe conditioned on vectors ``("vectors", K)``, else 0."""
-    return side[1] if side and side[0] == "vectors" else 0
+def _vector_size(side: SideInfo | None) -> int:
+    """``K`` for a recipe conditioned on vectors of size ``K``, else 0."""
+    return side.size if side is not None and side.kind == "vectors" else 0
 
 
 def _batch(samples: list[Sample], size: int, shape, vector_size: int) -> dict:
@@ -211,7 +212,7 @@ class TrainingStream(IterableDataset):
     with its stream's cursor. Worker ``j`` of ``w`` serves every ``w``-th of them, round robin."""
 
     def __init__(self, shards: list[Shard], sub_batch: int, shape, seed: list[int], streams: list[int],
-                 cursors: dict[int, tuple[int, int]], side: tuple[str, int] | None = None) -> None:
+                 cursors: dict[int, tuple[int, int]], side: SideInfo | None = None) -> None:
         self.shards = [s for s in shards if s.size != 0]
         if not self.shards:
             raise DataError(f"data: all {len(shards)} shards are empty")
@@ -271,7 +272,7 @@ class ExactPass(IterableDataset):
     """The worker side of ``exact_batches``."""
 
     def __init__(self, shards: list[Shard], batch_size: int, shape, rank: int, world: int,
-                 side: tuple[str, int] | None = None) -> None:
+                 side: SideInfo | None = None) -> None:
         self.shards, self.batch_size, self.shape = shards, batch_size, tuple(shape)
         self.rank, self.world, self.side = rank, world, side
         self.vector_size = _vector_size(side)
@@ -361,7 +362,7 @@ class TrainingBatches:
 
     def __init__(self, shards: list[Shard], batch_size: int, shape, seed: int, rank: int = 0, world: int = 1,
                  streams: int = 1, workers: int = 0, max_bad: int = 10, state: dict | None = None,
-                 side: tuple[str, int] | None = None) -> None:
+                 side: SideInfo | None = None) -> None:
         if batch_size % streams or streams % world or (streams // world) % max(workers, 1):
             raise DataError(f"data.streams: {streams} streams must divide the batch of {batch_size}, and split "
                             f"evenly over {world} rank(s) and {max(workers, 1)} loader worker(s) per rank")
@@ -414,7 +415,7 @@ def merge_states(states: list[dict]) -> dict:
 
 def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, world: int = 1,
                   workers: int = 0, max_bad: int = 10, skips: SkipLog | None = None,
-                  side: tuple[str, int] | None = None) -> Iterator[dict]:
+                  side: SideInfo | None = None) -> Iterator[dict]:
     """One pass over this rank's share of ``shards``: dicts with ``images`` ``[B, C, H, W]`` uint8,
     ``labels`` ``[B]`` int64, ``vectors`` ``[B, K]`` float32, ``valid`` ``[B]`` bool (padding is
     invalid) and ``keys``. With ``side``, every sample must carry it (``DataError`` otherwise)."""

@@ -19,10 +19,10 @@ import attrs
 import braceexpand
 
 from spnkit.data import DataError
+from spnkit.data.config import DataConfig
 from spnkit.data.idx import read_idx
 from spnkit.data.loader import Shard, array_shards, tar_shards
 from spnkit.data.writer import MANIFEST
-from spnkit.core.recipe import DataConfig
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDED = Path(__file__).parent / "embedded"

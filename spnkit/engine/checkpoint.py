@@ -1,4 +1,5 @@
-"""Atomic checkpoints that survive a crash at any moment.
+"""Stage checkpoints: atomic files that survive a crash at any moment, what they are tied to
+(the stage's fingerprint, plugin versions), and loading a trained pipeline from them.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over ``checkpoint.pt``; the one it replaces is kept as ``checkpoint.prev.pt``. Loading uses
@@ -7,12 +8,16 @@ over ``checkpoint.pt``; the one it replaces is kept as ``checkpoint.prev.pt``. L
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from spnkit.core import build
+from spnkit.core.system import Pipeline
 
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -21,6 +26,39 @@ REQUIRED = ("stage", "fingerprint", "model", "ema", "optimizer", "step")
 
 class CheckpointError(Exception):
     """Checkpoints exist but none can be read; the message names them and why."""
+
+
+class RecipeMismatch(Exception):
+    """A checkpoint was trained from a different recipe for this stage."""
+
+
+def stage_fingerprint(resolved: build.Resolved, name: str) -> str:
+    """What a stage's weights depend on: its table, the data's shape and the quantizer."""
+    raw = resolved.to_dict()
+    return json.dumps({"stage": raw["stages"][name], "quantizer": raw["quantizer"],
+                       "data": {k: raw["data"][k] for k in ("height", "width", "channels", "bits")}}, sort_keys=True)
+
+
+def plugin_versions(resolved: build.Resolved) -> dict[str, str]:
+    """``{"kind:name": "distribution version"}`` of every component the recipe uses."""
+    chosen = [resolved.quantizer_choice]
+    for plan in resolved.stages.values():
+        chosen += [c for c in (plan.ordering, plan.encoder, plan.decoder, plan.conditioner) if c is not None]
+    return {f"{c.entry.kind}:{c.entry.name}": f"{c.entry.provider.distribution} {c.entry.provider.version}"
+            for c in chosen}
+
+
+def load_trained(resolved: build.Resolved, out: Path) -> Pipeline:
+    """The pipeline with every stage's Polyak-averaged weights from ``out/stages/NAME``."""
+    pipeline = build.build_pipeline(resolved)
+    for name, stage in pipeline.stages.items():
+        state = load(out / "stages" / name)
+        if state is None:
+            raise CheckpointError(f"no checkpoint for stage {name!r} in {out / 'stages' / name}; train it first")
+        if state["fingerprint"] != stage_fingerprint(resolved, name):
+            raise RecipeMismatch(f"{out / 'stages' / name} holds stage {name!r} of a different recipe")
+        stage.load_state_dict(state["ema"])
+    return pipeline.eval()
 
 
 def save(state: dict, folder: Path) -> Path:

@@ -16,13 +16,16 @@ import numpy as np
 import torch
 
 from spnkit.core import build
-from spnkit.data.loader import SkipLog, exact_batches
-from spnkit.data.sources import load_split
-from spnkit.engine import evaluate, images
 from spnkit.core.backend import Backend
-from spnkit.engine.train import StageTrainer, label_classes, load_trained, start_backend
 from spnkit.core.recipe import RecipeError
 from spnkit.core.system import Pipeline
+from spnkit.data.loader import SkipLog, exact_batches
+from spnkit.data.sources import Split, load_split
+from spnkit.engine import evaluate, images
+from spnkit.engine.checkpoint import load_trained
+from spnkit.engine.metrics import open_sinks
+from spnkit.engine.runtime import start_backend
+from spnkit.engine.train import StageTrainer
 
 
 def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:
@@ -33,54 +36,54 @@ def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, 
           backend: Backend | None = None) -> str:
     """Train the named stages (default: all, in order) on ``backend`` (default: the recipe's);
     returns where the data came from."""
-    backend = backend or start_backend(resolved)
+    backend = backend or start_backend(resolved.recipe.runtime)
     split = load_split(resolved.recipe.data, "train")
     out.mkdir(parents=True, exist_ok=True)
-    for name in stages or list(resolved.recipe.stages):
-        trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
-        trainer.train(metrics=out / "metrics.jsonl", progress=progress)
+    sinks = open_sinks(out) if backend.is_main else []
+    try:
+        for name in stages or list(resolved.recipe.stages):
+            trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
+            trainer.train(sinks, progress=progress)
+    finally:
+        for sink in sinks:
+            sink.close()
     return split.origin
 
 
 def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = True,
-               backend: Backend | None = None) -> dict:
-    """Exact bits/dim on the test split (the first ``eval.max_images`` when set); with several
-    processes each reads its share and the sums are added up."""
+               backend: Backend | None = None, split: Split | None = None) -> dict:
+    """Exact bits/dim on the test split (``split``, default: read it; the first
+    ``eval.max_images`` when set); with several processes each reads its share and the sums
+    are added up."""
     data = resolved.recipe.data
-    split = load_split(data, "test")
+    split = split or load_split(data, "test")
     skips = SkipLog(data.max_bad_samples)
-    side = resolved.side()
+    side = resolved.side
     rank, world = (backend.rank, backend.world) if backend else (0, 1)
     if world > 1 and resolved.recipe.eval.max_images:
         raise RecipeError(["eval.max_images: evaluate the whole test split when running several processes"])
-    batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, (data.channels, data.height, data.width),
+    batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, data.shape,
                             rank=rank, world=world, workers=data.workers, skips=skips, side=side)
     result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples,
-                                   progress and rank == 0, side=side[0] if side else None, backend=backend)
+                                   progress and rank == 0, side=side.kind if side else None, backend=backend)
     return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
-
-
-def class_names(resolved: build.Resolved) -> list[str] | None:
-    """Names of the classes by label, when the data names them."""
-    return load_split(resolved.recipe.data, "test").classes
 
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
            complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top",
-           reference: bool = False, labels: list[int] | None = None) -> np.ndarray:
+           reference: bool = False, labels: list[int] | None = None, test: Split | None = None) -> np.ndarray:
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest.
     For class-conditional recipes, ``labels`` gives ``count`` images of each class in turn
     (default: every class; ``N = count * len(labels)``); vector-conditioned recipes take the
-    vectors of the first ``count`` test images."""
-    classes = label_classes(resolved)
+    vectors of the first ``count`` images of the test split (``test``, default: read it)."""
     side = None
-    if classes is not None:
-        labels = list(range(classes)) if labels is None else labels
+    if resolved.classes is not None:
+        labels = list(range(resolved.classes)) if labels is None else labels
         side = torch.tensor(labels).repeat_interleave(count)
         count = len(side)
-    elif resolved.side() is not None:
-        side = test_vectors(resolved, count)
+    elif resolved.side is not None:
+        side = test_vectors(resolved, count, test or load_split(resolved.recipe.data, "test"))
     recipe = resolved.recipe
     data = recipe.data
     temperatures = {name: stage.temperature if temperature is None else temperature
@@ -96,12 +99,10 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
 
 
-def test_vectors(resolved: build.Resolved, count: int) -> torch.Tensor:
-    """The side vectors ``[count, K]`` of the first ``count`` test images."""
-    data = resolved.recipe.data
+def test_vectors(resolved: build.Resolved, count: int, test: Split) -> torch.Tensor:
+    """The side vectors ``[count, K]`` of the first ``count`` images of the ``test`` split."""
     found = []
-    for batch in exact_batches(load_split(data, "test").shards, count, (data.channels, data.height, data.width),
-                               side=resolved.side()):
+    for batch in exact_batches(test.shards, count, resolved.recipe.data.shape, side=resolved.side):
         found.append(batch["vectors"][batch["valid"]])
         if sum(len(v) for v in found) >= count:
             break
@@ -117,17 +118,18 @@ def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path:
     """A PNG grid of samples: for class-conditional recipes one row of ``count`` per class
     (``labels``, default every class), else ``count`` images in a square grid."""
     drawn = sample(resolved, pipeline, count, labels=labels, **options)
-    images.save_grid(drawn, path, columns=count if label_classes(resolved) is not None else None)
+    images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
 
 
 def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Backend | None = None) -> dict:
     """Train, evaluate, sample; the main process writes summary.json, samples.png and curves.png
     into ``out``."""
     started = time.perf_counter()
-    backend = backend or start_backend(resolved)
+    backend = backend or start_backend(resolved.recipe.runtime)
     origin = train(resolved, out, progress=progress, backend=backend)
     pipeline = load_trained(resolved, out).to(backend.device)
-    result = evaluation(resolved, pipeline, progress, backend)
+    test = load_split(resolved.recipe.data, "test")
+    result = evaluation(resolved, pipeline, progress, backend, test)
     summary = {
         **result,
         "train_data": origin,
@@ -137,10 +139,10 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
         "seconds": round(time.perf_counter() - started, 1),
     }
     if backend.is_main:
-        classes = label_classes(resolved)
         count = resolved.recipe.sample.count
-        save_samples(resolved, pipeline.cpu(), count if classes is None else max(1, count // classes),
-                     out / "samples.png")
+        if resolved.classes is not None:
+            count = max(1, count // resolved.classes)  # a row per class
+        save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test)
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
         images.plot_curves(records, out / "curves.png")
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,12 +1,28 @@
-"""The Gated PixelCNN's layers (van den Oord et al. 2016c) and their incremental evaluation
-for sampling: the vertical stack once per finished row, the horizontal stack at one pixel."""
+"""The Gated PixelCNN (van den Oord et al. 2016c): its layers, the whole decoder (registered
+by ``spnkit.builtin.pixelcnn``, reused inside the hybrid decoder) and their incremental
+evaluation for sampling: the vertical stack once per finished row, the horizontal stack at one
+pixel."""
 
 from __future__ import annotations
 
+import attrs
 import torch
 from torch import nn
 
-from spnkit.nn.masked_conv import Conv1x1, HorizontalConv, MaskedConv2d, VerticalConv, shift_down
+from spnkit.core.interfaces import SliceDecoder, SliceSpec
+from spnkit.core.sampling import PixelInputs, SliceCache
+from spnkit.core.validators import odd, positive
+from spnkit.nn.masked_conv import (
+    Conv1x1,
+    HorizontalConv,
+    MaskedConv2d,
+    MaskedHead,
+    VerticalConv,
+    check_channel_groups,
+    features_as_logits,
+    pixels_as_features,
+    shift_down,
+)
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
@@ -102,3 +118,59 @@ class GatedStackCache:
         for layer, v_out, v_pre in zip(self.layers, self.v, self.v_pre):
             v_pre[:, :, row], v_out[:, :, row] = layer.vertical_at_row(v, row, self.context)
             v = v_out
+
+
+@attrs.frozen
+class GatedPixelCNNOptions:
+    """``layers`` gated layers; each reaches ``filter_size // 2`` pixels further up, left and
+    right (``filter_size`` odd); ``channels`` features per stack (the paper's "conv channels");
+    ``residual_channels`` features in the skip path and output head (Table 4: 1280)."""
+
+    layers: int = attrs.field(default=6, validator=positive)
+    filter_size: int = attrs.field(default=3, validator=odd)
+    channels: int = attrs.field(default=48, validator=positive)
+    residual_channels: int = attrs.field(default=96, validator=positive)
+
+
+class GatedPixelCNN(SliceDecoder):
+    """Gated PixelCNN: vertical and horizontal stacks (no blind spot), gates, context before the gates."""
+
+    Options = GatedPixelCNNOptions
+
+    def __init__(self, options: GatedPixelCNNOptions, spec: SliceSpec) -> None:
+        super().__init__(options, spec)
+        check_channel_groups(spec, channels=options.channels, residual_channels=options.residual_channels)
+        f, inputs = options.channels, spec.channels * spec.levels
+        self.layers = nn.ModuleList(
+            GatedLayer(inputs if i == 0 else f, f, options.residual_channels, options.filter_size, spec.channels,
+                       spec.context_channels, first=i == 0)
+            for i in range(options.layers)
+        )
+        self.head = MaskedHead(options.residual_channels, options.residual_channels, spec)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[B, L, C, h, w]`` one-hot, context ``[B, D, h, w]`` -> logits ``[B, L, C, h, w]``."""
+        v = h = pixels_as_features(x)
+        skips = 0
+        for layer in self.layers:
+            v, h, skip = layer(v, h, context)
+            skips = skips + skip
+        return features_as_logits(self.head(skips), self.spec.levels)
+
+    def sampling_cache(self, inputs: PixelInputs, context: torch.Tensor | None) -> SliceCache:
+        return _GatedPixelCNNCache(self, inputs, context)
+
+
+class _GatedPixelCNNCache(SliceCache):
+    """Incremental ``GatedPixelCNN``: the vertical stack once per finished row, the horizontal
+    stack and the head at the new pixel."""
+
+    def __init__(self, model: GatedPixelCNN, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        self.head = model.head
+        self.stack = GatedStackCache(model.layers, inputs.features, context)
+
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        return self.head.pixel_logits(self.stack.skip_at_pixel(row, col))
+
+    def finish_row(self, row: int) -> None:
+        self.stack.finish_row(row)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spnkit.core.interfaces import SliceSpec
+
 
 def channel_groups(features: int, channels: int, chunks: int = 1) -> torch.Tensor:
     """``[features]`` long: the image channel each feature belongs to."""
@@ -131,3 +133,42 @@ class Conv1x1(nn.Conv2d):
 def shift_down(x: torch.Tensor) -> torch.Tensor:
     """``[B, F, h, w]``: row ``y`` of the result is row ``y - 1`` of ``x`` (zeros on top)."""
     return nn.functional.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+def pixels_as_features(x: torch.Tensor) -> torch.Tensor:
+    """One-hot ``[B, L, C, h, w]`` -> ``[B, C*L, h, w]`` (channel-major)."""
+    b, levels, c, h, w = x.shape
+    return x.transpose(1, 2).reshape(b, c * levels, h, w)
+
+
+def features_as_logits(h: torch.Tensor, levels: int) -> torch.Tensor:
+    """``[B, C*L, h, w]`` (channel-major) -> logits ``[B, L, C, h, w]``."""
+    b, _, height, width = h.shape
+    return h.view(b, -1, levels, height, width).transpose(1, 2)
+
+
+class MaskedHead(nn.Module):
+    """relu -> masked 1x1 -> relu -> masked 1x1 to ``C*L`` logits, channel groups kept apart."""
+
+    def __init__(self, features: int, hidden: int, spec: SliceSpec) -> None:
+        super().__init__()
+        c = spec.channels
+        self.levels = spec.levels
+        self.hidden = MaskedConv2d(features, hidden, (1, 1), c, "B")
+        self.out = MaskedConv2d(hidden, c * spec.levels, (1, 1), c, "B")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.hidden(torch.relu(h))))
+
+    def pixel_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The head at one pixel: features ``[B, F]`` -> logits ``[B, L, C]``."""
+        out = self.out.pointwise(torch.relu(self.hidden.pointwise(torch.relu(h))))
+        return out.view(out.shape[0], -1, self.levels).transpose(1, 2)
+
+
+def check_channel_groups(spec: SliceSpec, **features: int) -> None:
+    """Raise ``ValueError`` unless each named width gives every colour channel a group."""
+    for name, count in features.items():
+        if count < spec.channels:
+            raise ValueError(f"{name} ({count}) must be at least the image channels ({spec.channels}): "
+                             "each colour channel needs its own group of features")

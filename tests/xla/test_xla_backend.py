@@ -16,12 +16,13 @@ from spnkit.core import build, plugins  # noqa: E402
 
 from spnkit import cli
 from spnkit.data.sources import load_split  # noqa: E402
-from spnkit.engine.train import StageTrainer, start_backend  # noqa: E402
+from spnkit.engine.runtime import start_backend  # noqa: E402
+from spnkit.engine.train import StageTrainer  # noqa: E402
 
 os.environ.setdefault("PJRT_DEVICE", "CPU")
 torch_xla.device()  # autograd must know the XLA device before the cpu runs' first backward pass
-OVERRIDES = ["data.source='fashion_mnist_embedded'", "train.batch_size=8", "train.log_every=1",
-             "train.checkpoint_every=10", "train.steps=20", "train.learning_rate=[1e-3]", "train.lr_milestones=[]",
+OVERRIDES = ["data.source='fashion_mnist_embedded'", "train.batch_size=8", "logging.every=1",
+             "train.checkpoint_every=10", "train.steps=20", "schedule.learning_rate=[1e-3]", "schedule.milestones=[]",
              "stages.low.encoder={plugin='slice_embedder', conv_layers=1, channels=8, attention_layers=1, heads=2, "
              "attention_channels=8, residual_blocks=1, residual_channels=8}",
              "stages.low.decoder={plugin='hybrid', transformer={layers=1, heads=2, channels=8}, "
@@ -51,13 +52,13 @@ def test_xla_matches_cpu_and_checkpoints_move_both_ways(tmp_path):
 
 def test_no_recompilation_after_warm_up(tmp_path):
     resolved = build.load(RECIPE, OVERRIDES)
-    backend = start_backend(resolved, plugins.load(autoload=False), "xla")
+    backend = start_backend(resolved.recipe.runtime, plugins.load(autoload=False), "xla")
     shards = load_split(resolved.recipe.data, "train").shards
     trainer = StageTrainer(resolved, "low", shards, tmp_path / "low", backend)
     for _ in range(3):
-        trainer.train_step().cpu()
+        trainer.train_step()[0].cpu()
     compiled = met.metric_data("CompileTime")[0]
     for _ in range(17):
-        loss = trainer.train_step()
+        loss, _ = trainer.train_step()
     assert torch.isfinite(loss.cpu())
     assert met.metric_data("CompileTime")[0] == compiled, met.short_metrics_report()

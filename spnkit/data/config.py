@@ -1,0 +1,29 @@
+"""The recipe's ``[data]`` section: where images come from and what they are."""
+
+from __future__ import annotations
+
+import attrs
+
+from spnkit.core.validators import at_least, non_negative, positive
+
+
+@attrs.frozen
+class DataConfig:
+    """Where images come from and what they are."""
+
+    source: str = "fashion_mnist"  # fashion_mnist, fashion_mnist_embedded, fashion_mnist_full or shards
+    height: int = attrs.field(default=28, validator=positive)
+    width: int = attrs.field(default=28, validator=positive)
+    channels: int = attrs.field(default=1, validator=positive)
+    bits: int = attrs.field(default=8, validator=positive)
+    train: str = ""  # shards: a path, brace pattern or glob, e.g. "data/x/train-{000000..000026}.tar"
+    test: str = ""
+    prepare: str = ""  # the command that makes the shards, shown when they are missing
+    workers: int = attrs.field(default=0, validator=non_negative)  # loader processes per rank (0: in process)
+    max_bad_samples: int = attrs.field(default=10, validator=non_negative)  # damaged samples tolerated
+    streams: int = attrs.field(default=0, validator=at_least(0, "0: ranks x workers"))  # streams per global batch (0: ranks x workers)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of an image."""
+        return self.channels, self.height, self.width
