@@ -93,8 +93,8 @@ def main() -> None:
     with TemporaryDirectory() as scratch:
         for label, resolved in candidates:
             pipeline, steps = train_for(resolved, args.seconds, train, Path(scratch) / label.split()[0])
-            result = evaluate.bits_per_dim(pipeline, exact_batches(test, 100, (1, 28, 28)), args.test_images,
-                                           progress=False)
+            result = evaluate.bits_per_dim(pipeline, exact_batches(test, 100, (1, 28, 28)),
+                                           resolved.recipe.data.to_levels, args.test_images, progress=False)
             rows.append((label, parameters(resolved), steps, result["test_bits_per_dim"]))
             print(f"  {label:<28}{rows[-1][1]:>10,} parameters{steps:>7} steps{rows[-1][3]:>9.4f} bits/dim",
                   flush=True)

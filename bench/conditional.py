@@ -87,7 +87,7 @@ def wrong_label_bits(resolved, pipeline, limit: int) -> dict:
     wrong = ({**batch, "labels": (batch["labels"] + torch.randint(1, classes, batch["labels"].shape,
                                                                   generator=generator)) % classes}
              for batch in batches)
-    return evaluate.bits_per_dim(pipeline, wrong, limit, progress=False, side="labels")
+    return evaluate.bits_per_dim(pipeline, wrong, resolved.recipe.data.to_levels, limit, progress=False, side="labels")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ from pathlib import Path
 import torch
 
 from spnkit.core import build, plugins
-from spnkit.data import DataError
-from spnkit.core.recipe import RecipeError
+from spnkit.core.errors import SpnkitError
 
 USER_ERROR = 2
 
 
-class UserError(Exception):
+class UserError(SpnkitError):
     """A mistake the user can fix; the message is printed as ``error: <message>``."""
 
 
@@ -314,16 +313,11 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from spnkit.engine.checkpoint import CheckpointError, RecipeMismatch
-
     try:
         args.func(args)
-    except RecipeError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return USER_ERROR
-    except (UserError, DataError, RecipeMismatch, CheckpointError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except SpnkitError as exc:  # only user mistakes: a bug keeps its traceback
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
         return USER_ERROR
     return 0
 

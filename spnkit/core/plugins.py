@@ -16,6 +16,7 @@ import attrs
 import pluggy
 
 from spnkit.core import hookspecs, interfaces
+from spnkit.core.errors import SpnkitError
 from spnkit.core.backend import Backend
 
 ENTRY_POINT_GROUP = "spnkit"
@@ -41,11 +42,11 @@ KINDS = {
 }
 
 
-class PluginError(Exception):
+class PluginError(SpnkitError):
     """A plugin is broken or clashes with another; the message names the provider."""
 
 
-class UnknownPluginError(LookupError):
+class UnknownPluginError(SpnkitError, LookupError):
     """A recipe names a plugin that no installed distribution provides."""
 
 

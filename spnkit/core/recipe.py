@@ -30,6 +30,7 @@ from cattrs.errors import (
 )
 
 from spnkit.core.backend import RuntimeConfig
+from spnkit.core.errors import SpnkitError
 from spnkit.core.validators import above, at_least, each, in_range, non_empty, non_negative, positive
 from spnkit.data.config import DataConfig
 
@@ -39,12 +40,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-class RecipeError(Exception):
+class RecipeError(SpnkitError):
     """A recipe is malformed; ``problems`` holds one ``path: message`` line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+    @property
+    def lines(self) -> list[str]:
+        return self.problems
 
 
 class Table(dict):

@@ -2,5 +2,8 @@
 loader that feeds training and exact evaluation (``loader``)."""
 
 
-class DataError(Exception):
+from spnkit.core.errors import SpnkitError
+
+
+class DataError(SpnkitError):
     """Data that is missing, damaged or does not match the recipe; the message names what and where."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import attrs
 
-from spnkit.core.validators import at_least, non_negative, positive
+import torch
+
+from spnkit.core.validators import at_least, in_range, non_negative, positive
 
 
 @attrs.frozen
@@ -15,7 +17,8 @@ class DataConfig:
     height: int = attrs.field(default=28, validator=positive)
     width: int = attrs.field(default=28, validator=positive)
     channels: int = attrs.field(default=1, validator=positive)
-    bits: int = attrs.field(default=8, validator=positive)
+    # the most significant bits of each 8-bit subpixel that are modelled (5: the 5-bit benchmarks)
+    bits: int = attrs.field(default=8, validator=in_range(1, 8, closed_high=True, note="images are read as 8-bit"))
     train: str = ""  # shards: a path, brace pattern or glob, e.g. "data/x/train-{000000..000026}.tar"
     test: str = ""
     prepare: str = ""  # the command that makes the shards, shown when they are missing
@@ -27,3 +30,12 @@ class DataConfig:
     def shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of an image."""
         return self.channels, self.height, self.width
+
+    def to_levels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """8-bit images (uint8, any shape) -> their ``bits`` most significant bits: long in
+        ``[0, 2**bits)``, what models see. The one place that maps pixels to levels."""
+        return pixels.long() >> (8 - self.bits)
+
+    def to_pixels(self, levels: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``to_levels`` up to the dropped bits (left zero): uint8 images."""
+        return (levels.long() << (8 - self.bits)).to(torch.uint8)

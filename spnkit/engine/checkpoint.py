@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from spnkit.core import build
+from spnkit.core.errors import SpnkitError
 from spnkit.core.system import Pipeline
 
 LATEST = "checkpoint.pt"
@@ -24,11 +25,11 @@ PREVIOUS = "checkpoint.prev.pt"
 REQUIRED = ("stage", "fingerprint", "model", "ema", "optimizer", "step")
 
 
-class CheckpointError(Exception):
+class CheckpointError(SpnkitError):
     """Checkpoints exist but none can be read; the message names them and why."""
 
 
-class RecipeMismatch(Exception):
+class RecipeMismatch(SpnkitError):
     """A checkpoint was trained from a different recipe for this stage."""
 
 

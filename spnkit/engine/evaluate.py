@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm import tqdm
@@ -13,11 +13,13 @@ from spnkit.core.system import Pipeline
 
 
 @torch.no_grad()
-def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, total: int | None = None,
-                 progress: bool = True, side: str | None = None, backend: Backend | None = None) -> dict:
+def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], to_levels: Callable[[torch.Tensor], torch.Tensor],
+                 limit: int = 0, total: int | None = None, progress: bool = True, side: str | None = None,
+                 backend: Backend | None = None) -> dict:
     """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
-    ``spnkit.data.loader.exact_batches`` yields), the first ``limit`` valid images when
+    ``spnkit.data.loader.exact_batches`` yields; ``to_levels``, the data config's, maps the
+    pixels to what the pipeline models), the first ``limit`` valid images when
     ``limit > 0``; ``side`` (``"labels"`` or ``"vectors"``): given each image's side information
     (``labels`` ``[B]`` int64 or ``vectors`` ``[B, K]``), so the result is the conditional
     bits/dim. With a multi-process ``backend``, each process passes its share of the batches
@@ -34,7 +36,7 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], limit: int = 0, to
             valid = valid & (valid.cumsum(0) <= limit - count)
         taken = int(valid.sum())
         if taken:
-            images = batch["images"].to(device).long()
+            images = to_levels(batch["images"].to(device))
             dims = images[0].numel()
             given = batch[side].to(device) if side else None
             if side == "labels":  # padding rows get a valid label; they do not count

@@ -64,7 +64,7 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
         raise RecipeError(["eval.max_images: evaluate the whole test split when running several processes"])
     batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, data.shape,
                             rank=rank, world=world, workers=data.workers, skips=skips, side=side)
-    result = evaluate.bits_per_dim(pipeline, batches, resolved.recipe.eval.max_images, split.samples,
+    result = evaluate.bits_per_dim(pipeline, batches, data.to_levels, resolved.recipe.eval.max_images, split.samples,
                                    progress and rank == 0, side=side.kind if side else None, backend=backend)
     return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
 
@@ -92,11 +92,11 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     shape = (data.channels, data.height, data.width)
     known = masks = None
     if complete is not None:
-        known = torch.from_numpy(complete).long().expand(count, -1, -1, -1)
+        known = data.to_levels(torch.from_numpy(complete)).expand(count, -1, -1, -1)
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
     drawn = pipeline.sample(count, shape, temperatures=temperatures, generator=generator, reference=reference,
                             known=known, masks=masks, side=side)
-    return (drawn << (8 - data.bits) if data.bits < 8 else drawn).clamp(0, 255).to(torch.uint8).numpy()
+    return data.to_pixels(drawn).numpy()
 
 
 def test_vectors(resolved: build.Resolved, count: int, test: Split) -> torch.Tensor:

@@ -125,7 +125,8 @@ class StageTrainer:
         side_all = batch.side(self.side.kind if self.side else None)
         for index in range(parts):
             images, uniform = batch.images.chunk(parts)[index], batch.uniform.chunk(parts)[index]
-            target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(images.to(device).long()))
+            levels = self.resolved.recipe.data.to_levels(images.to(device))
+            target, cond = self.view.stage_inputs(self.name, self.view.quantizer.encode(levels))
             side = None if side_all is None else side_all.chunk(parts)[index].to(device)
             synced = self.backend.no_sync(self.model) if index < parts - 1 else contextlib.nullcontext()
             with synced, self.backend.autocast():
