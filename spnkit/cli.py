@@ -126,10 +126,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from spnkit.engine import evaluate, run
     from spnkit.engine.checkpoint import load_trained
+    from spnkit.engine.out_folder import claim
 
     resolved = _resolved(args)
-    with _backend(args, resolved) as backend:
-        pipeline = load_trained(resolved, _out(args, resolved)).to(backend.device)
+    out = _out(args, resolved)
+    with _backend(args, resolved) as backend, claim(out, "eval", shared=True, enabled=backend.is_main):
+        pipeline = load_trained(resolved, out).to(backend.device)
         result = run.evaluation(resolved, pipeline, progress=not args.quiet, backend=backend)
     if backend.is_main:
         print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
@@ -175,6 +177,7 @@ def _check_null_class(resolved: build.Resolved) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine import images, run
     from spnkit.engine.checkpoint import load_trained
+    from spnkit.engine.out_folder import claim, prepare
 
     if args.temperature is not None and not args.temperature > 0:
         raise UserError(f"--temperature: must be > 0 (logits are divided by it), got {args.temperature}")
@@ -193,14 +196,18 @@ def cmd_sample(args: argparse.Namespace) -> None:
             raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
                             f"the recipe's images are {data.width}x{data.height}")
     labels = _labels(resolved, args.classes) if args.classes else None
-    pipeline = load_trained(resolved, out)
-    try:
-        pipeline.completion_masks(args.keep, (resolved.recipe.data.channels, 2, 2))
-    except ValueError as exc:
-        raise UserError(f"--keep: {exc}") from None
     target = Path(args.output) if args.output else out / "samples.png"
-    run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature, complete=complete,
-                     seed=args.seed, keep=args.keep, reference=args.reference)
+    # writing into OUT: the folder's only user; writing elsewhere: a reader, beside other readers
+    into_out = target.resolve().parent.is_relative_to(out.resolve())
+    with claim(out, "sample", shared=not into_out):
+        pipeline = load_trained(resolved, out)
+        try:
+            pipeline.completion_masks(args.keep, (resolved.recipe.data.channels, 2, 2))
+        except ValueError as exc:
+            raise UserError(f"--keep: {exc}") from None
+        prepare(target.parent, "--output" if args.output else "--out", create=False)
+        run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature,
+                         complete=complete, seed=args.seed, keep=args.keep, reference=args.reference)
     print(f"wrote {target}")
 
 

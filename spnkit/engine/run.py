@@ -4,6 +4,10 @@ Output folder layout::
 
     OUT/stages/NAME/checkpoint.pt   (and checkpoint.prev.pt)
     OUT/metrics.jsonl   OUT/curves.png   OUT/samples.png   OUT/summary.json
+    OUT/.spnkit.lock    (held by the one spnkit process using the folder)
+
+The folder is checked (a folder, writable) before any work and claimed for the whole job
+(``out_folder``); a failure to write an output is one ``OutputError`` naming the file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import Split, load_split
 from spnkit.engine import evaluate, images
 from spnkit.engine.checkpoint import load_trained
-from spnkit.engine.metrics import open_sinks
+from spnkit.engine.metrics import MetricSink, open_sinks
+from spnkit.engine.out_folder import claim, prepare, writing
 from spnkit.engine.runtime import start_backend
 from spnkit.engine.train import StageTrainer
 
@@ -33,21 +38,45 @@ def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:
 
 
 def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, progress: bool = True,
-          backend: Backend | None = None) -> str:
-    """Train the named stages (default: all, in order) on ``backend`` (default: the recipe's);
-    returns where the data came from."""
+          backend: Backend | None = None, split: Split | None = None) -> str:
+    """Train the named stages (default: all, in order) on ``backend`` (default: the recipe's)
+    from the training split (``split``, default: read it); returns where the data came from."""
     backend = backend or start_backend(resolved.recipe.runtime)
-    split = load_split(resolved.recipe.data, "train")
-    out.mkdir(parents=True, exist_ok=True)
-    sinks = open_sinks(out) if backend.is_main else []
-    try:
-        for name in stages or list(resolved.recipe.stages):
-            trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
-            trainer.train(sinks, progress=progress)
-    finally:
-        for sink in sinks:
-            sink.close()
+    split = load_split(resolved.recipe.data, "train") if split is None else split
+    prepare(out)
+    with claim(out, "train", enabled=backend.is_main):
+        if backend.is_main:
+            with writing(out):
+                sinks = [_Guarded(sink, getattr(sink, "path", out)) for sink in open_sinks(out)]
+        else:
+            sinks = []
+        try:
+            for name in stages or list(resolved.recipe.stages):
+                trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
+                trainer.train(sinks, progress=progress)
+        finally:
+            for sink in sinks:
+                sink.close()
     return split.origin
+
+
+class _Guarded:
+    """A metric sink whose failures to write (a full disk) are one ``OutputError`` naming ``path``."""
+
+    def __init__(self, sink: MetricSink, path: Path) -> None:
+        self.sink, self.path = sink, path
+
+    def resume(self, stage: str, step: int) -> None:
+        with writing(self.path):
+            self.sink.resume(stage, step)
+
+    def write(self, record: dict) -> None:
+        with writing(self.path):
+            self.sink.write(record)
+
+    def close(self) -> None:
+        with writing(self.path):
+            self.sink.close()
 
 
 def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = True,
@@ -118,33 +147,43 @@ def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path:
     """A PNG grid of samples: for class-conditional recipes one row of ``count`` per class
     (``labels``, default every class), else ``count`` images in a square grid."""
     drawn = sample(resolved, pipeline, count, labels=labels, **options)
-    images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
+    with writing(path):
+        images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
 
 
 def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Backend | None = None) -> dict:
     """Train, evaluate, sample; the main process writes summary.json, samples.png and curves.png
-    into ``out``."""
+    into ``out``, which it holds for the whole job."""
     started = time.perf_counter()
     backend = backend or start_backend(resolved.recipe.runtime)
-    origin = train(resolved, out, progress=progress, backend=backend)
-    pipeline = load_trained(resolved, out).to(backend.device)
-    test = load_split(resolved.recipe.data, "test")
-    result = evaluation(resolved, pipeline, progress, backend, test)
-    summary = {
-        **result,
-        "train_data": origin,
-        "steps": resolved.recipe.train.steps,
-        "parameters": {name: sum(p.numel() for p in stage.parameters()) for name, stage in pipeline.stages.items()},
-        "processes": backend.world,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    if backend.is_main:
-        count = resolved.recipe.sample.count
-        if resolved.classes is not None:
-            count = max(1, count // resolved.classes)  # a row per class
-        save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test)
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        images.plot_curves(records, out / "curves.png")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    backend.barrier()
+    data = resolved.recipe.data
+    split, test = load_split(data, "train"), load_split(data, "test")
+    prepare(out)
+    with claim(out, "run", enabled=backend.is_main):
+        origin = train(resolved, out, progress=progress, backend=backend, split=split)
+        pipeline = load_trained(resolved, out).to(backend.device)
+        result = evaluation(resolved, pipeline, progress, backend, test)
+        summary = {
+            **result,
+            "train_data": origin,
+            "steps": resolved.recipe.train.steps,
+            "parameters": {name: sum(p.numel() for p in stage.parameters())
+                           for name, stage in pipeline.stages.items()},
+            "processes": backend.world,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        if backend.is_main:
+            count = resolved.recipe.sample.count
+            if resolved.classes is not None:
+                count = max(1, count // resolved.classes)  # a row per class
+            save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test)
+            metrics = out / "metrics.jsonl"
+            with writing(metrics, "read"):
+                lines = metrics.read_text().splitlines() if metrics.exists() else []
+            records = [json.loads(line) for line in lines if line.strip()]
+            with writing(out / "curves.png"):
+                images.plot_curves(records, out / "curves.png")
+            with writing(out / "summary.json"):
+                (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        backend.barrier()
     return summary
