@@ -313,12 +313,21 @@ def structure(value: Any, cls: type, path: str) -> tuple[Any, list[str]]:
 
 
 def read(path: str | Path) -> dict:
-    """Parse a TOML recipe; a missing file or invalid TOML is a ``RecipeError``."""
-    path = Path(path)
+    """Parse a TOML recipe; a missing or unreadable file, one over 1 MiB (read no further:
+    ``/dev/zero`` ends), one that is not UTF-8 text, or invalid TOML is a ``RecipeError``."""
+    path, limit = Path(path), 1 << 20
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as exc:
-        raise RecipeError([f"{path}: cannot read recipe ({exc.strerror})"]) from None
+        raise RecipeError([f"{path}: cannot read recipe ({exc.strerror or exc})"]) from None
+    if len(data) > limit:
+        raise RecipeError([f"{path}: recipe is larger than 1 MiB; not a recipe file?"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError([f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}; "
+                           "not a recipe file?"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import io
+import re
 import tarfile
 import warnings
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from typing import NamedTuple
 import attrs
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import base_plus_ext
 
@@ -72,6 +73,9 @@ class Shard(abc.ABC):
 
     name: str
     size: int | None  # samples, when known without reading
+
+    def __str__(self) -> str:
+        return self.name
 
     @abc.abstractmethod
     def records(self) -> list:
@@ -135,33 +139,60 @@ class TarShard(Shard):
                     reading = key
                     parts[extension.lower()] = tar.extractfile(member).read()
                     reading = None
+                end = _end_problem(tar)
+            if end is not None:  # tarfile stops quietly at a cut-off or unreadable header
+                records.append(Skip(self.name, f"after {current_key or 'the start'}", end))
         except (tarfile.TarError, OSError, EOFError) as exc:
             if reading is not None:  # the sample being read is incomplete: drop it
                 current_key = None
             where = reading or (f"after {current_key or (records[-1][0] if records else 'the start')}")
-            records.append(Skip(self.name, where, f"{type(exc).__name__}: {exc}"))
+            records.append(Skip(self.name, where, _reason(exc)))
         if current_key is not None:
             records.append((current_key, parts))
         return records
 
     def decode(self, record, shape: tuple[int, int, int]):
         key, parts = record
-        encoded = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
-        if encoded is None:
+        extension = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+        if extension is None:
             return Skip(self.name, key, f"no image (found {', '.join(sorted(parts)) or 'no files'})")
         try:
-            with Image.open(io.BytesIO(encoded)) as image:
+            with Image.open(io.BytesIO(parts[extension])) as image:
+                if image.mode not in ("L", "RGB"):
+                    return Skip(self.name, key, f"the .{extension} image has mode {image.mode}, not L (grey) or "
+                                                "RGB; re-shard it with `spnkit shard`")
                 array = np.asarray(image)
             label = int(parts["cls"].decode()) if "cls" in parts else NO_LABEL
             vector = np.load(io.BytesIO(parts["npy"])).astype(np.float32).reshape(-1) if "npy" in parts else None
-        except (OSError, ValueError, SyntaxError) as exc:
-            return Skip(self.name, key, f"{type(exc).__name__}: {exc}")
+        except UnidentifiedImageError:
+            return Skip(self.name, key, f"the .{extension} file is not an image that PIL can read")
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            return Skip(self.name, key, _reason(exc))
         if array.dtype != np.uint8:
             return Skip(self.name, key, f"pixels are {array.dtype}, not 8 bit")
         image = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
         if image.shape != shape:
             return Skip(self.name, key, f"image is {image.shape} (C, H, W), the recipe says {shape}")
         return Sample(key, image, label, vector)
+
+
+def _end_problem(tar: tarfile.TarFile) -> str | None:
+    """Why the archive does not end where ``tar`` stopped reading: tarfile ends its iteration
+    quietly at a file cut off between members or at an unreadable header, and every sample
+    after that point would be lost without a word. None: a proper end-of-archive block."""
+    tar.fileobj.seek(tar.offset)
+    block = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) < tarfile.BLOCKSIZE:
+        return (f"the file ends at byte {tar.offset + len(block)} without a tar end-of-archive marker "
+                "(cut short?); samples after it are lost")
+    if block.count(0) != len(block):
+        return f"unreadable tar header at byte {tar.offset}; the rest of the shard cannot be read"
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as a reason for a warning, without reprs of in-memory objects."""
+    return f"{type(exc).__name__}: {re.sub(r'<[^<>]* at 0x[0-9A-Fa-f]+>', 'the data', str(exc))}"
 
 
 def side_problem(sample: Sample, shard: Shard, side: SideInfo | None) -> str | None:
@@ -418,7 +449,9 @@ def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, wo
                   side: SideInfo | None = None) -> Iterator[dict]:
     """One pass over this rank's share of ``shards``: dicts with ``images`` ``[B, C, H, W]`` uint8,
     ``labels`` ``[B]`` int64, ``vectors`` ``[B, K]`` float32, ``valid`` ``[B]`` bool (padding is
-    invalid) and ``keys``. With ``side``, every sample must carry it (``DataError`` otherwise)."""
+    invalid), ``keys`` and ``skipped`` (how many damaged samples were passed over since the
+    previous batch, each also warned about by ``skips``). With ``side``, every sample must carry
+    it (``DataError`` otherwise)."""
     skips = skips or SkipLog(max_bad)
     for item in _loader(ExactPass(shards, batch_size, shape, rank, world, side), workers):
         skips.add(item["skipped"])
@@ -426,7 +459,7 @@ def exact_batches(shards: list[Shard], batch_size: int, shape, rank: int = 0, wo
             raise DataError(item["error"])
         yield {"images": torch.as_tensor(item["images"]), "labels": torch.as_tensor(item["labels"]),
                "vectors": torch.as_tensor(item["vectors"]),
-               "valid": torch.as_tensor(item["valid"]), "keys": item["keys"]}
+               "valid": torch.as_tensor(item["valid"]), "keys": item["keys"], "skipped": len(item["skipped"])}
 
 
 def tar_shards(urls: list[str], sizes: dict[str, int] | None = None) -> list[TarShard]:

@@ -42,9 +42,18 @@ class Split:
 
 def _fashion_mnist(folder: Path, split: str, origin: str) -> Split:
     stem = SPLIT_FILES[split]
-    images = read_idx(folder / f"{stem}-images-idx3-ubyte.gz")[:, None]
-    labels = read_idx(folder / f"{stem}-labels-idx1-ubyte.gz").astype("int64")
-    return Split(array_shards(f"{origin} {split}", images, labels), origin, len(images), FASHION_MNIST_CLASSES)
+    images_path, labels_path = folder / f"{stem}-images-idx3-ubyte.gz", folder / f"{stem}-labels-idx1-ubyte.gz"
+    images = read_idx(images_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path}: holds an array of {images.shape}, not 28x28 images")
+    if not len(images):
+        raise DataError(f"{images_path}: holds no images (the {split} split would be empty)")
+    labels = read_idx(labels_path)
+    if labels.shape != (len(images),):
+        raise DataError(f"{labels_path}: {labels.shape[0] if labels.ndim == 1 else labels.shape} labels for the "
+                        f"{len(images)} images of {images_path.name}")
+    return Split(array_shards(f"{origin} {split}", images[:, None], labels.astype("int64")), origin, len(images),
+                 FASHION_MNIST_CLASSES)
 
 
 def expand(pattern: str) -> list[str]:
@@ -57,11 +66,16 @@ def _manifest(urls: list[str], data: DataConfig, field: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
         described = (manifest["channels"], manifest["height"], manifest["width"])
         listed = {s["name"]: s for split in manifest["splits"].values() for s in split["shards"]}
+        for name, entry in listed.items():
+            if not all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("bytes", "samples")):
+                raise ValueError(f"shard {name!r} needs whole numbers 'bytes' and 'samples'")
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"data.{field}: {path} is not a shard manifest ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise DataError(f"data.{field}: cannot read {path} ({exc.strerror or exc})") from None
     if described != (data.channels, data.height, data.width):
         raise DataError(f"data.{field}: {path} describes images of {described} (C, H, W), the recipe says "
                         f"{(data.channels, data.height, data.width)}")

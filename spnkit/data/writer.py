@@ -29,6 +29,8 @@ import json
 import multiprocessing
 import os
 import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import attrs
@@ -115,6 +117,20 @@ def _as_chw(array: np.ndarray, source: Path) -> np.ndarray:
 
 
 def _from_arrays(path: Path) -> Collected:
+    if path.suffix not in (".npz", ".npy"):
+        return _from_idx(path)
+    try:
+        return _from_numpy(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable numpy {path.suffix} file ({type(exc).__name__}: {exc})") from None
+
+
+def _from_idx(path: Path) -> Collected:
+    array = read_idx(path)
+    return _collected(path, array, _labels_beside(path, array.shape[0]), None)
+
+
+def _from_numpy(path: Path) -> Collected:
     labels = vectors = None
     if path.suffix == ".npz":
         with np.load(path) as archive:
@@ -128,12 +144,15 @@ def _from_arrays(path: Path) -> Collected:
                 labels = np.asarray(archive["labels"]).astype(np.int64)
                 if array.ndim == 2 and labels.min() >= 1:  # downsampled ImageNet: 1..1000
                     labels = labels - 1
-    elif path.suffix == ".npy":
-        array = np.load(path)
     else:
-        array = read_idx(path)
-        labels = _labels_beside(path, array.shape[0])
+        array = np.load(path)
+    return _collected(path, array, labels, vectors)
+
+
+def _collected(path: Path, array: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray | None) -> Collected:
     images = _as_chw(array, path)
+    if not images.shape[0]:
+        raise DataError(f"{path}: holds no images")
     if labels is not None and labels.shape != (images.shape[0],):
         raise DataError(f"{path}: {labels.shape} labels for {images.shape[0]} images")
     if vectors is not None and (vectors.ndim != 2 or len(vectors) != images.shape[0]):
@@ -347,9 +366,14 @@ def _read_manifest(out: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); delete it to start the folder over") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
+        raise DataError(f"{path}: not a shard manifest (no 'splits' table); delete it to start the folder over")
+    return manifest
 
 
 def _remove_old(out: Path, manifest: dict | None, split: str) -> None:

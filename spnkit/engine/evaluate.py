@@ -10,12 +10,13 @@ from tqdm import tqdm
 
 from spnkit.core.backend import Backend
 from spnkit.core.system import Pipeline
+from spnkit.data import DataError
 
 
 @torch.no_grad()
 def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], to_levels: Callable[[torch.Tensor], torch.Tensor],
                  limit: int = 0, total: int | None = None, progress: bool = True, side: str | None = None,
-                 backend: Backend | None = None) -> dict:
+                 backend: Backend | None = None, origin: str | None = None) -> dict:
     """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
     ``spnkit.data.loader.exact_batches`` yields; ``to_levels``, the data config's, maps the
@@ -24,13 +25,20 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], to_levels: Callabl
     (``labels`` ``[B]`` int64 or ``vectors`` ``[B, K]``), so the result is the conditional
     bits/dim. With a multi-process ``backend``, each process passes its share of the batches
     and the totals are summed over processes. Each stage's share is its NLL in bits over all
-    dims of the image, so the shares add up to the system."""
+    dims of the image, so the shares add up to the system.
+
+    A figure over fewer images than the split holds is a ``DataError``, not a result: when the
+    split's size ``total`` is known and fewer were scored (the first ``limit`` excepted, a
+    deliberate subset), when damaged samples were passed over (``skipped`` in the batches,
+    counted until ``limit`` images are scored), or when nothing was scored at all; ``origin``
+    names the split in that error."""
     pipeline.eval()
     device = next(pipeline.parameters()).device
     totals = {name: 0.0 for name in pipeline.stages}
-    count, dims = 0, 0
+    count, dims, skipped = 0, 0, 0
     bar = tqdm(total=limit or total, desc="evaluate", unit="img", disable=not progress, dynamic_ncols=True)
     for batch in batches:
+        skipped += batch.get("skipped", 0)
         valid = batch["valid"].to(device)
         if limit:
             valid = valid & (valid.cumsum(0) <= limit - count)
@@ -49,15 +57,37 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], to_levels: Callabl
             break
     bar.close()
     if backend is not None and backend.world > 1:
-        summed = backend.sum(torch.tensor([*totals.values(), count], dtype=torch.float64, device=device))
-        totals = dict(zip(totals, summed[:-1].tolist()))
-        count, dims = int(summed[-1]), max(backend.gather(dims))
+        summed = backend.sum(torch.tensor([*totals.values(), count, skipped], dtype=torch.float64, device=device))
+        totals = dict(zip(totals, summed[:-2].tolist()))
+        count, skipped, dims = int(summed[-2]), int(summed[-1]), max(backend.gather(dims))
+    _check_complete(count, skipped, limit, total, origin)
     stages = {name: nats / (max(count, 1) * dims * math.log(2)) if count else float("nan")
               for name, nats in totals.items()}
     return {"test_bits_per_dim": sum(stages.values()), "stages": stages, "images": count}
 
 
+def _check_complete(count: int, skipped: int, limit: int, total: int | None, origin: str | None) -> None:
+    """A ``DataError`` unless ``count`` images are the whole split (or the ``limit`` asked for)."""
+    if limit and count >= limit:
+        return
+    expected = min(limit, total) if limit and total is not None else total
+    split = f"the test split ({origin})" if origin else "the test split"
+    tail = "the figure would not be the test set's"
+    if expected is not None and count < expected:
+        raise DataError(f"eval: scored {count} of {expected} test images ({expected - count} could not be read: "
+                        f"see the warnings); {tail}")
+    if skipped:
+        what = "damaged sample or shard" if skipped == 1 else "damaged samples or shards"
+        raise DataError(f"eval: scored {count} test images; {skipped} {what} could not be read (see the warnings); "
+                        f"{tail}")
+    if not count:
+        raise DataError(f"eval: {split} holds no images; there is nothing to score")
+
+
 def describe(result: dict) -> str:
-    """``test bits/dim 3.21 = 0.71 (low) + 2.50 (high)``, as the paper reports systems."""
+    """``test bits/dim 3.21 = 0.71 (low) + 2.50 (high)``, as the paper reports systems; damaged
+    samples passed over on the way to ``eval.max_images`` are counted."""
     parts = " + ".join(f"{bpd:.4f} ({name})" for name, bpd in result["stages"].items())
-    return f"test bits/dim {result['test_bits_per_dim']:.4f} = {parts}  [{result['images']} images]"
+    skipped = len(result.get("skipped") or [])
+    noted = f"; {skipped} damaged sample{'s' if skipped != 1 else ''} skipped" if skipped else ""
+    return f"test bits/dim {result['test_bits_per_dim']:.4f} = {parts}  [{result['images']} images{noted}]"
