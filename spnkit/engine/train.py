@@ -90,9 +90,10 @@ class StageTrainer:
         }
 
     def _resume(self) -> TrainingBatches:
-        state = checkpoint.load(self.folder)
-        if state is None:
-            return self._batches(None)
+        state = checkpoint.load(self.folder, use=self._restore)  # falls back if the weights do not fit
+        return self._batches(None if state is None else state["data"])
+
+    def _restore(self, state: dict) -> None:
         if state["fingerprint"] != checkpoint.stage_fingerprint(self.resolved, self.name):
             raise checkpoint.RecipeMismatch(f"{self.folder} holds stage {self.name!r} of a different recipe; "
                                             "use another --out folder or delete it")
@@ -102,7 +103,6 @@ class StageTrainer:
         self.backend.load_optimizer_state(self.stage, self.optimizer, state["optimizer"])
         self.step = state["step"]
         torch.set_rng_state(state["torch_rng"])
-        return self._batches(state["data"])
 
     def save(self) -> None:
         state = self.state()
