@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -179,10 +180,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine.checkpoint import load_trained
     from spnkit.engine.out_folder import claim, prepare
 
-    if args.temperature is not None and not args.temperature > 0:
-        raise UserError(f"--temperature: must be > 0 (logits are divided by it), got {args.temperature}")
-    if args.count < 1:
-        raise UserError(f"--count: must be >= 1, got {args.count}")
+    if args.temperature is not None and not 0 < args.temperature < math.inf:
+        raise UserError(f"--temperature: must be a finite number > 0 (logits are divided by it), got {args.temperature}")
+    if not 1 <= args.count <= 4096:
+        raise UserError(f"--count: must be in [1, 4096], got {args.count}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed: must be in [0, 4294967296), got {args.seed}")
     resolved = _resolved(args)
     out = _out(args, resolved)
     complete = None

@@ -276,7 +276,7 @@ def test_side_of_vector_and_unconditional_recipes():
     ({"plugin": "class_embedding", "clases": 10}, None,
      "stages.low.conditioner.clases: unknown key; did you mean 'classes'?"),
     ({"plugin": "class_embedding"}, None, "stages.low.conditioner.classes: required key missing"),
-    ({"plugin": "class_embedding", "classes": 0}, None, "stages.low.conditioner.classes: must be >= 1, got 0"),
+    ({"plugin": "class_embedding", "classes": 0}, None, "stages.low.conditioner.classes: must be in [1, 1048576], got 0"),
     ({"plugin": "class_embedding", "classes": 3, "null_class": "no"}, None,
      "stages.low.conditioner.null_class: expected bool, got str 'no'"),
     ({"plugin": "class_embedding", "classes": 3, "drop_labels": 1.5}, None,

@@ -74,10 +74,12 @@ def test_depth_split_sum_checked():
 
 def test_reduce_bits_checks_bits_and_splits():
     assert ReduceBits(ReduceBitsOptions(5, [3, 2]), 8).check() == []
-    assert ReduceBits(ReduceBitsOptions(9), 8).check() == ["bits 9 exceeds the data's 8"]
+    assert ReduceBits(ReduceBitsOptions(6), 5).check() == ["bits 6 exceeds the data's 5"]
     assert ReduceBits(ReduceBitsOptions(5, [3, 3]), 8).check() == ["splits [3, 3] sum to 6, not bits 5"]
-    assert ReduceBits(ReduceBitsOptions(9, [4, 4]), 8).check() == ["bits 9 exceeds the data's 8",
-                                                                  "splits [4, 4] sum to 8, not bits 9"]
+    assert ReduceBits(ReduceBitsOptions(6, [4, 4]), 5).check() == ["bits 6 exceeds the data's 5",
+                                                                  "splits [4, 4] sum to 8, not bits 6"]
+    with pytest.raises(ValueError, match=r"'bits' must be in \[1, 8\], got 9"):
+        ReduceBitsOptions(9)
 
 
 @settings(max_examples=40, deadline=None)

@@ -83,7 +83,7 @@ CASES = [
     ("S not dividing the size", edit("stages.low.ordering.factor", 3), "stages.low.ordering: image size 8x8 is not divisible by the subscale factor 3"),
     ("S not dividing a non-square size", edit("data.width", 9), "stages.low.ordering: image size 8x9 is not divisible by the subscale factor 2", 2),
     ("bit splits not summing to 8", edit("quantizer.splits", [3, 4]), "quantizer: splits [3, 4] sum to 7 bits but the data has 8"),
-    ("invalid option value", edit("stages.low.ordering.factor", 0), "stages.low.ordering.factor: must be >= 1, got 0"),
+    ("invalid option value", edit("stages.low.ordering.factor", 0), "stages.low.ordering.factor: must be in [1, 256], got 0"),
     ("unknown stage referenced", edit("stages.high.conditions_on", ["lo"]), "stages.high.conditions_on[0]: unknown stage 'lo'; did you mean 'low'?"),
     ("later stage referenced", edit("stages.low.conditions_on", ["high"]), "stages.low.conditions_on[0]: stage 'high' does not come before 'low'"),
     ("conditioning missing", edit("stages.high.conditions_on", []), "stages.high.conditions_on: the stage needs plane 0"),
@@ -95,8 +95,8 @@ CASES = [
     ("given slices out of range", edit("stages.low.given_slices", 4), "stages.low.given_slices: must be in [0, 3]"),
     ("invalid TOML", "[data\nheight = 8", "invalid TOML"),
     ("duplicate TOML key", "[data]\nheight = 8\nheight = 9\n", "invalid TOML"),
-    ("negative steps", edit("train.steps", -1), "train.steps: must be >= 0, got -1"),
-    ("Polyak decay above 1", edit("train.ema", 1.5), "train.ema: must be in [0, 1] (the Polyak decay; 0: no averaging), got 1.5"),
+    ("negative steps", edit("train.steps", -1), "train.steps: must be in [0, 1099511627776), got -1"),
+    ("Polyak decay above 1", edit("train.ema", 1.5), "train.ema: must be in [0, 1) (0: no averaging; 1 would never move), got 1.5"),
     ("momentum of 1", edit("optimizer", {"momentum": 1.0}), "optimizer.momentum: must be in [0, 1), got 1.0"),
     ("negative learning rate", edit("schedule", {"learning_rate": [1e-3, -1e-4], "milestones": [5]}),
      "schedule.learning_rate[1]: must be > 0, got -0.0001"),
@@ -108,9 +108,29 @@ CASES = [
     ("a field that moved sections", edit("train.momentum", 0.9), "train.momentum: moved to optimizer.momentum"),
     ("zero logging interval", edit("logging", {"every": 0}), "logging.every: must be >= 1, got 0"),
     ("zero temperature", edit("stages.low.temperature", 0.0), "stages.low.temperature: must be > 0 (logits are divided by it), got 0.0"),
-    ("zero image height", edit("data.height", 0), "data.height: must be >= 1, got 0"),
-    ("decoder option out of range", edit("stages.low.decoder.layers", 0), "stages.low.decoder.layers: must be >= 1, got 0"),
+    ("zero image height", edit("data.height", 0), "data.height: must be in [1, 4096], got 0"),
+    ("decoder option out of range", edit("stages.low.decoder.layers", 0), "stages.low.decoder.layers: must be in [1, 256], got 0"),
     ("accumulation not dividing the batch", edit("train.accumulate", 3), "train.accumulate: 3 micro-batches do not divide the batch of 4"),
+    ("Polyak decay of 1 (a frozen average)", edit("train.ema", 1.0), "train.ema: must be in [0, 1) (0: no averaging; 1 would never move), got 1.0"),
+    ("negative seed", edit("seed", -1), "seed: must be in [0, 4294967296), got -1"),
+    ("huge seed", edit("seed", 2**63 - 1), "seed: must be in [0, 4294967296), got 9223372036854775807"),
+    ("infinite learning rate", edit("schedule", {"learning_rate": [float("inf")]}), "schedule.learning_rate[0]: must be a finite number, got inf"),
+    ("NaN learning rate", edit("schedule", {"learning_rate": [float("nan")]}), "schedule.learning_rate[0]: must be a finite number, got nan"),
+    ("infinite temperature", edit("stages.low.temperature", float("inf")), "stages.low.temperature: must be a finite number, got inf"),
+    ("infinite gradient clip", edit("optimizer", {"grad_clip": float("inf")}), "optimizer.grad_clip: must be a finite number, got inf"),
+    ("an image too large to hold", edit("data.height", 2**40), "data.height: must be in [1, 4096], got 1099511627776"),
+    ("more than 8 bits", edit("data.bits", 16), "data.bits: must be in [1, 8] (images are read as 8-bit), got 16"),
+    ("a stage name that is a path", edit("stages", {"../x": base()["stages"]["low"], "high": base()["stages"]["high"]}),
+     "stages: names must be letters, digits, '_' or '-' (a name is also a folder name), got '../x'"),
+    ("an empty stage name", edit("stages", {"": base()["stages"]["low"], "high": base()["stages"]["high"]}),
+     "stages: names must be letters, digits, '_' or '-' (a name is also a folder name), got ''"),
+    ("a dotted stage name", edit("stages", {"a.b": base()["stages"]["low"], "high": base()["stages"]["high"]}),
+     "stages: names must be letters, digits, '_' or '-' (a name is also a folder name), got 'a.b'"),
+    ("fewer features than colours", edit("data.channels", 3, edit("stages.low.decoder.channels", 2)),
+     "stages.low: channels (2) must be at least the image channels (3)"),
+    ("a stage too large to allocate", edit("stages.low.decoder", {"plugin": "pixelcnn", "layers": 200, "channels": 16000}),
+     "stages.low: 460,"),
+    ("absurd layer count", edit("stages.low.decoder.layers", 10**7), "stages.low.decoder.layers: must be in [1, 256], got 10000000"),
 ]
 
 
@@ -174,3 +194,17 @@ def test_no_traceback_from_a_real_process(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("error: stages.low.decoder.layers: expected int, got str 'ten'")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--temperature", "inf", "--temperature: must be a finite number > 0 (logits are divided by it), got inf"),
+    ("--temperature", "nan", "--temperature: must be a finite number > 0 (logits are divided by it), got nan"),
+    ("--seed", "-1", "--seed: must be in [0, 4294967296), got -1"),
+    ("--seed", str(2**64), "--seed: must be in [0, 4294967296), got 18446744073709551616"),
+    ("--count", "100000", "--count: must be in [1, 4096], got 100000"),
+])
+def test_sample_flags_out_of_range_are_one_error_line(flag, value, expected, tmp_path, capsys):
+    path = tmp_path / "recipe.toml"
+    path.write_text(tomli_w.dumps(base()))
+    assert cli.main(["sample", str(path), "--out", str(tmp_path / "run"), flag, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {expected}"]

@@ -13,7 +13,7 @@ from torch import nn
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import Conditioner
-from spnkit.core.validators import in_range, positive
+from spnkit.core.validators import in_range, up_to
 
 
 def _needs_null_class(options: ClassEmbeddingOptions, attribute: attrs.Attribute, value: float) -> None:
@@ -29,8 +29,8 @@ class ClassEmbeddingOptions:
     label is replaced by "no label" with probability ``drop_labels``, so that row is learned
     and one model gives both ``p(x | label)`` and ``p(x)``."""
 
-    classes: int = attrs.field(validator=positive)
-    channels: int = attrs.field(default=32, validator=positive)
+    classes: int = attrs.field(validator=up_to(2**20))
+    channels: int = attrs.field(default=32, validator=up_to(16384))
     null_class: bool = True
     drop_labels: float = attrs.field(default=0.0, validator=[in_range(0.0, 1.0, closed_high=True), _needs_null_class])
 
@@ -72,8 +72,8 @@ class ClassEmbedding(Conditioner):
 class VectorOptions:
     """Vectors of ``size`` floats mapped to ``channels`` units."""
 
-    size: int = attrs.field(validator=positive)
-    channels: int = attrs.field(default=32, validator=positive)
+    size: int = attrs.field(validator=up_to(16384))
+    channels: int = attrs.field(default=32, validator=up_to(16384))
 
 
 class Vector(Conditioner):

@@ -18,21 +18,21 @@ from torch import nn
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import ContextEncoder, EncoderSpec
-from spnkit.core.validators import divides, non_negative, odd, positive
+from spnkit.core.validators import at_most, divides, in_range, odd, up_to
 from spnkit.nn.attention import TransformerBlock
 
 
 @attrs.frozen
 class SliceEmbedderOptions:
-    conv_layers: int = attrs.field(default=2, validator=positive)
-    channels: int = attrs.field(default=64, validator=positive)
-    filter_size: int = attrs.field(default=3, validator=odd)
-    attention_layers: int = attrs.field(default=1, validator=non_negative)
+    conv_layers: int = attrs.field(default=2, validator=up_to(256))
+    channels: int = attrs.field(default=64, validator=up_to(16384))
+    filter_size: int = attrs.field(default=3, validator=[odd, at_most(63)])
+    attention_layers: int = attrs.field(default=1, validator=in_range(0, 256, closed_high=True))
     heads: int = attrs.field(default=4, validator=divides("attention_channels"))
-    attention_channels: int = attrs.field(default=64, validator=positive)
-    residual_blocks: int = attrs.field(default=1, validator=non_negative)
-    residual_channels: int = attrs.field(default=128, validator=positive)
-    position_units: int = attrs.field(default=8, validator=positive)
+    attention_channels: int = attrs.field(default=64, validator=up_to(16384))
+    residual_blocks: int = attrs.field(default=1, validator=in_range(0, 256, closed_high=True))
+    residual_channels: int = attrs.field(default=128, validator=up_to(16384))
+    position_units: int = attrs.field(default=8, validator=up_to(1024))
 
 
 def relative_offsets(rows: int, cols: int) -> list[tuple[int, int]]:

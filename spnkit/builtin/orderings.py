@@ -7,12 +7,12 @@ import torch
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import NoOptions, Ordering
-from spnkit.core.validators import positive
+from spnkit.core.validators import up_to
 
 
 @attrs.frozen
 class SubscaleOptions:
-    factor: int = attrs.field(default=2, validator=positive)
+    factor: int = attrs.field(default=2, validator=up_to(256))
 
 
 class SubscaleOrdering(Ordering):

@@ -15,7 +15,7 @@ from torch import nn
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.core.sampling import PixelInputs, SliceCache
-from spnkit.core.validators import positive
+from spnkit.core.validators import up_to
 from spnkit.nn.gated import GatedPixelCNN
 from spnkit.nn.masked_conv import Conv1x1, MaskedConv2d, MaskedHead, check_channel_groups, features_as_logits
 from spnkit.nn.masked_conv import pixels_as_features
@@ -29,9 +29,9 @@ class PixelCNNOptions:
     """``layers`` residual 3x3 mask-B layers of ``channels`` features after the 7x7 mask-A
     input layer; ``head_channels`` hidden features in the 1x1 output head."""
 
-    layers: int = attrs.field(default=6, validator=positive)
-    channels: int = attrs.field(default=48, validator=positive)
-    head_channels: int = attrs.field(default=96, validator=positive)
+    layers: int = attrs.field(default=6, validator=up_to(256))
+    channels: int = attrs.field(default=48, validator=up_to(16384))
+    head_channels: int = attrs.field(default=96, validator=up_to(16384))
 
 
 class PixelCNN(SliceDecoder):

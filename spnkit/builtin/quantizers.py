@@ -8,18 +8,18 @@ import torch
 from spnkit.core.bits import join_planes, split_planes
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import Quantizer
-from spnkit.core.validators import each, non_empty, positive
+from spnkit.core.validators import each, non_empty, up_to
 
 
 @attrs.frozen
 class DepthSplitOptions:
-    splits: list[int] = attrs.field(factory=lambda: [3, 5], validator=[non_empty, each(positive)])
+    splits: list[int] = attrs.field(factory=lambda: [3, 5], validator=[non_empty, each(up_to(8))])
 
 
 @attrs.frozen
 class ReduceBitsOptions:
-    bits: int = attrs.field(default=5, validator=positive)
-    splits: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(each(positive)))
+    bits: int = attrs.field(default=5, validator=up_to(8))
+    splits: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(each(up_to(8))))
 
 
 class DepthSplit(Quantizer):

@@ -11,7 +11,7 @@ from torch import nn
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.core.sampling import PixelInputs, SliceCache
-from spnkit.core.validators import divides, positive
+from spnkit.core.validators import divides, up_to
 from spnkit.nn.attention import KVCache, TransformerBlock
 from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
 from spnkit.nn.masked_conv import pixels_as_features
@@ -19,10 +19,10 @@ from spnkit.nn.masked_conv import pixels_as_features
 
 @attrs.frozen
 class MaskedTransformerOptions:
-    layers: int = attrs.field(default=2, validator=positive)
+    layers: int = attrs.field(default=2, validator=up_to(256))
     heads: int = attrs.field(default=4, validator=divides("channels"))
-    channels: int = attrs.field(default=64, validator=positive)
-    ff_multiplier: int = attrs.field(default=4, validator=positive)
+    channels: int = attrs.field(default=64, validator=up_to(16384))
+    ff_multiplier: int = attrs.field(default=4, validator=up_to(64))
 
 
 class PixelAttention(nn.Module):

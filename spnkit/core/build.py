@@ -250,6 +250,26 @@ def cross_checks(resolved: Resolved) -> list[str]:
     problems += _partition_problems(recipe, placements, planes)
     problems += _conditioning_problems(recipe, placements, closure)
     problems += _side_problems(resolved)
+    return problems or _build_problems(resolved)
+
+
+MAX_PARAMETERS = 2**31  # per stage: 8 GiB of float32 weights, far beyond the paper's 250M systems
+
+
+def _build_problems(resolved: Resolved) -> list[str]:
+    """Each stage is built on the meta device (no memory): a combination of options that its
+    components refuse (e.g. fewer features than colour channels), or a stage too large to
+    allocate, is reported here rather than when training starts."""
+    problems = []
+    for name in resolved.stages:
+        try:
+            with torch.device("meta"):
+                count = sum(p.numel() for p in build_stage(resolved, name).parameters())
+        except ValueError as exc:
+            problems.append(f"stages.{name}: {exc}")
+            continue
+        if count > MAX_PARAMETERS:
+            problems.append(f"stages.{name}: {count:,} parameters, more than {MAX_PARAMETERS:,}; narrow its layers")
     return problems
 
 

@@ -31,7 +31,7 @@ from cattrs.errors import (
 
 from spnkit.core.backend import RuntimeConfig
 from spnkit.core.errors import SpnkitError
-from spnkit.core.validators import above, at_least, each, in_range, non_empty, non_negative, positive
+from spnkit.core.validators import above, at_least, each, identifier, in_range, non_empty, non_negative, positive, up_to
 from spnkit.data.config import DataConfig
 
 if sys.version_info >= (3, 11):
@@ -68,7 +68,7 @@ class StageConfig:
     encoder: Table | None = None
     conditioner: Table | None = None
     plane: int = attrs.field(default=0, validator=non_negative)
-    downsample: int = attrs.field(default=1, validator=positive)
+    downsample: int = attrs.field(default=1, validator=up_to(4096))
     given_slices: int = attrs.field(default=0, validator=non_negative)
     conditions_on: list[str] = attrs.field(factory=list)
     temperature: float = attrs.field(default=1.0, validator=above(0, "logits are divided by it"))
@@ -79,13 +79,13 @@ class TrainConfig:
     """The training loop (``spnkit.engine.train``): how long, on how many images, and the Polyak
     average of the weights that evaluation and sampling use (the paper's 0.9999)."""
 
-    steps: int = attrs.field(default=1000, validator=non_negative)
-    batch_size: int = attrs.field(default=32, validator=positive)
+    steps: int = attrs.field(default=1000, validator=in_range(0, 2**40))
+    batch_size: int = attrs.field(default=32, validator=up_to(65536))
     # > 0: batch = pixels_per_batch / (height * width), as the paper keeps pixels per batch constant
-    pixels_per_batch: int = attrs.field(default=0, validator=at_least(0, "0: use batch_size"))
-    accumulate: int = attrs.field(default=1, validator=positive)  # micro-batches per step
-    ema: float = attrs.field(default=0.9999, validator=in_range(0, 1, closed_high=True,
-                                                                note="the Polyak decay; 0: no averaging"))
+    pixels_per_batch: int = attrs.field(default=0, validator=in_range(0, 2**31, note="0: use batch_size"))
+    accumulate: int = attrs.field(default=1, validator=up_to(65536))  # micro-batches per step
+    # the Polyak average's decay, reached after a warm-up (min(ema, (1 + n) / (10 + n)) at update n)
+    ema: float = attrs.field(default=0.9999, validator=in_range(0, 1, note="0: no averaging; 1 would never move"))
     checkpoint_every: int = attrs.field(default=500, validator=positive)
 
     def global_batch(self, pixels_per_image: int) -> int:
@@ -131,27 +131,27 @@ class ScheduleConfig:
 class LoggingConfig:
     """What training reports: a metrics record every ``every`` steps."""
 
-    every: int = attrs.field(default=10, validator=positive)
+    every: int = attrs.field(default=10, validator=positive)  # steps between metrics records
 
 
 @attrs.frozen
 class EvalConfig:
-    batch_size: int = attrs.field(default=64, validator=positive)
+    batch_size: int = attrs.field(default=64, validator=up_to(65536))
     max_images: int = attrs.field(default=0, validator=at_least(0, "0: the whole test split"))
 
 
 @attrs.frozen
 class SampleConfig:
-    count: int = attrs.field(default=16, validator=positive)
+    count: int = attrs.field(default=16, validator=up_to(4096))
 
 
 @attrs.frozen
 class Recipe:
     data: DataConfig
     quantizer: Table
-    stages: dict[str, StageConfig]
+    stages: dict[str, StageConfig] = attrs.field(validator=identifier)
     name: str = ""
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=in_range(0, 2**32))
     train: TrainConfig = attrs.field(factory=TrainConfig)
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig)
     schedule: ScheduleConfig = attrs.field(factory=ScheduleConfig)

@@ -7,6 +7,7 @@ field's path instead of its name, so a user reads ``train.steps: must be >= 0, g
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,12 @@ def at_least(bound: float, note: str = "") -> Validator:
 def above(bound: float, note: str = "") -> Validator:
     """``value > bound``."""
     return _rule(lambda v: v > bound, f"> {bound}", note)
+
+
+def up_to(bound: int) -> Validator:
+    """``1 <= value <= bound``: a count or width with a ceiling far above any real model, so a
+    typo such as ``layers = 10000000`` is an error line rather than hours of building."""
+    return in_range(1, bound, closed_high=True)
 
 
 def at_most(bound: float, note: str = "") -> Validator:
@@ -39,12 +46,6 @@ def one_of(choices: Iterable[str]) -> Validator:
     """``value`` is one of ``choices``."""
     choices = tuple(choices)
     return _rule(lambda v: v in choices, " or ".join(f'"{c}"' for c in choices))
-
-
-def finite(instance: Any, attribute: Any, value: float) -> None:
-    """Not infinite, not NaN (a learning rate of ``inf`` validates nothing useful)."""
-    if not math.isfinite(value):
-        raise ValueError(f"'{attribute.name}' must be a finite number, got {value!r}")
 
 
 def each(*validators: Validator) -> Validator:
@@ -84,10 +85,20 @@ def divides(field: str) -> Validator:
     return check
 
 
+def identifier(instance: Any, attribute: Any, names: Iterable[str]) -> None:
+    """Every name (e.g. a stage's, which names a folder) is letters, digits, ``_`` or ``-``."""
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"'{attribute.name}' names must be letters, digits, '_' or '-' (a name is also a "
+                             f"folder name), got {name!r}")
+
+
 def _rule(holds: Callable[[Any], bool], rule: str, note: str = "") -> Validator:
     text = f"{rule} ({note})" if note else rule
 
     def check(instance: Any, attribute: Any, value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"'{attribute.name}' must be a finite number, got {value!r}")
         if not holds(value):
             raise ValueError(f"'{attribute.name}' must be {text}, got {value!r}")
 

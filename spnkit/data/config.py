@@ -6,7 +6,7 @@ import attrs
 
 import torch
 
-from spnkit.core.validators import at_least, in_range, non_negative, positive
+from spnkit.core.validators import in_range, non_negative, up_to
 
 
 @attrs.frozen
@@ -14,17 +14,17 @@ class DataConfig:
     """Where images come from and what they are."""
 
     source: str = "fashion_mnist"  # fashion_mnist, fashion_mnist_embedded, fashion_mnist_full or shards
-    height: int = attrs.field(default=28, validator=positive)
-    width: int = attrs.field(default=28, validator=positive)
-    channels: int = attrs.field(default=1, validator=positive)
+    height: int = attrs.field(default=28, validator=up_to(4096))
+    width: int = attrs.field(default=28, validator=up_to(4096))
+    channels: int = attrs.field(default=1, validator=up_to(4))
     # the most significant bits of each 8-bit subpixel that are modelled (5: the 5-bit benchmarks)
     bits: int = attrs.field(default=8, validator=in_range(1, 8, closed_high=True, note="images are read as 8-bit"))
     train: str = ""  # shards: a path, brace pattern or glob, e.g. "data/x/train-{000000..000026}.tar"
     test: str = ""
     prepare: str = ""  # the command that makes the shards, shown when they are missing
-    workers: int = attrs.field(default=0, validator=non_negative)  # loader processes per rank (0: in process)
+    workers: int = attrs.field(default=0, validator=in_range(0, 256))  # loader processes per rank (0: in process)
     max_bad_samples: int = attrs.field(default=10, validator=non_negative)  # damaged samples tolerated
-    streams: int = attrs.field(default=0, validator=at_least(0, "0: ranks x workers"))  # streams per global batch (0: ranks x workers)
+    streams: int = attrs.field(default=0, validator=in_range(0, 65536, note="0: ranks x workers"))  # streams per global batch (0: ranks x workers)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -94,7 +94,8 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
     batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, data.shape,
                             rank=rank, world=world, workers=data.workers, skips=skips, side=side)
     result = evaluate.bits_per_dim(pipeline, batches, data.to_levels, resolved.recipe.eval.max_images, split.samples,
-                                   progress and rank == 0, side=side.kind if side else None, backend=backend)
+                                   progress and rank == 0, side=side.kind if side else None, backend=backend,
+                                   origin=split.origin)
     return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
 
 
@@ -151,6 +152,15 @@ def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path:
         images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
 
 
+def evaluated_weights(ema: float, steps: int) -> dict:
+    """What ``summary.json`` says of the weights it scored: the Polyak average (its decay, the
+    warm-up and how many updates it saw), or the raw weights when ``ema = 0``."""
+    if not ema:
+        return {"kind": "raw", "updates": steps}
+    return {"kind": "polyak average", "decay": ema, "warm_up": "min(decay, (1 + n) / (10 + n)) at update n",
+            "updates": steps}
+
+
 def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Backend | None = None) -> dict:
     """Train, evaluate, sample; the main process writes summary.json, samples.png and curves.png
     into ``out``, which it holds for the whole job."""
@@ -163,10 +173,12 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
         origin = train(resolved, out, progress=progress, backend=backend, split=split)
         pipeline = load_trained(resolved, out).to(backend.device)
         result = evaluation(resolved, pipeline, progress, backend, test)
+        config = resolved.recipe.train
         summary = {
             **result,
+            "weights": evaluated_weights(config.ema, config.steps),
             "train_data": origin,
-            "steps": resolved.recipe.train.steps,
+            "steps": config.steps,
             "parameters": {name: sum(p.numel() for p in stage.parameters())
                            for name, stage in pipeline.stages.items()},
             "processes": backend.world,

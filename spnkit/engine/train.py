@@ -62,6 +62,10 @@ class StageTrainer:
         self.side = resolved.side
         self.batch_size = resolved.batch_size
         self.step = 0
+        device = self.backend.device
+        self._cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        self.rng = self._current_rng()
         self.batches = self._resume()
 
     def _batches(self, state: dict | None) -> TrainingBatches:
@@ -82,11 +86,11 @@ class StageTrainer:
             "plugins": checkpoint.plugin_versions(self.resolved),
             "model": self.backend.model_state(self.stage),
             "ema": self.backend.model_state(self.ema.averaged),
-            "ema_updates": self.ema.updates.cpu(),
+            "ema_updates": self.ema.updates,
             "optimizer": self.backend.optimizer_state(self.stage, self.optimizer),
             "step": self.step,
             "data": merge_states(self.backend.gather(self.batches.state())),
-            "torch_rng": torch.get_rng_state(),
+            "rng": self.rng,
         }
 
     def _resume(self) -> TrainingBatches:
@@ -99,10 +103,10 @@ class StageTrainer:
                                             "use another --out folder or delete it")
         self.backend.load_model_state(self.stage, state["model"])
         self.backend.load_model_state(self.ema.averaged, state["ema"])
-        self.ema.updates.copy_(state["ema_updates"])
+        self.ema.updates = state["ema_updates"]
         self.backend.load_optimizer_state(self.stage, self.optimizer, state["optimizer"])
         self.step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
+        self.rng = state["rng"]
 
     def save(self) -> None:
         state = self.state()
@@ -112,13 +116,35 @@ class StageTrainer:
 
     # -- training -------------------------------------------------------------------------
 
+    def _current_rng(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if self._cuda:
+            state["cuda"] = torch.cuda.get_rng_state(self._cuda[0])
+        return state
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        """Run with this trainer's random state (what the model draws, e.g. labels dropped for
+        classifier-free training), kept apart from torch's global one, which data loaders also
+        draw from: a resumed run then draws exactly what an uninterrupted one would."""
+        with torch.random.fork_rng(devices=self._cuda):
+            torch.set_rng_state(self.rng["cpu"])
+            if self._cuda:
+                torch.cuda.set_rng_state(self.rng["cuda"], self._cuda[0])
+            yield
+            self.rng = self._current_rng()
+
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on this rank's share of a global batch (in ``train.accumulate``
         micro-batches): gradients reduced over processes, clipped, applied. Returns this rank's
         mean loss and the global gradient norm before clipping, device tensors (no host sync)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.rate(self.step)
-        batch = next(self.batches)
+        batch = next(self.batches)  # before _own_rng: a data loader may draw from the global state
+        with self._own_rng():
+            return self._step(batch)
+
+    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         device, parts = self.backend.device, self.config.accumulate
         total = torch.zeros((), device=device)
         self.optimizer.zero_grad(set_to_none=True)

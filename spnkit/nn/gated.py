@@ -11,7 +11,7 @@ from torch import nn
 
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.core.sampling import PixelInputs, SliceCache
-from spnkit.core.validators import odd, positive
+from spnkit.core.validators import at_most, odd, up_to
 from spnkit.nn.masked_conv import (
     Conv1x1,
     HorizontalConv,
@@ -126,10 +126,10 @@ class GatedPixelCNNOptions:
     right (``filter_size`` odd); ``channels`` features per stack (the paper's "conv channels");
     ``residual_channels`` features in the skip path and output head (Table 4: 1280)."""
 
-    layers: int = attrs.field(default=6, validator=positive)
-    filter_size: int = attrs.field(default=3, validator=odd)
-    channels: int = attrs.field(default=48, validator=positive)
-    residual_channels: int = attrs.field(default=96, validator=positive)
+    layers: int = attrs.field(default=6, validator=up_to(256))
+    filter_size: int = attrs.field(default=3, validator=[odd, at_most(63)])
+    channels: int = attrs.field(default=48, validator=up_to(16384))
+    residual_channels: int = attrs.field(default=96, validator=up_to(16384))
 
 
 class GatedPixelCNN(SliceDecoder):
