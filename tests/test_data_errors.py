@@ -249,7 +249,7 @@ def test_empty_test_shard_without_a_manifest_is_an_error(trained, tmp_path, caps
     tarfile.open(empty, "w").close()
     recipe = write_recipe(tmp_path, source="shards", train=str(empty), test=str(empty))
     line = one_error(capsys, "eval", recipe, "--out", trained, "--quiet")
-    assert line == "error: eval: the test split holds no images; there is nothing to score"
+    assert line == f"error: eval: the test split ({empty}) holds no images; there is nothing to score"
 
 
 class ThreadRank:

@@ -130,6 +130,10 @@ CASES = [
      "stages.low: channels (2) must be at least the image channels (3)"),
     ("a stage too large to allocate", edit("stages.low.decoder", {"plugin": "pixelcnn", "layers": 200, "channels": 16000}),
      "stages.low: 460,"),
+    ("a run name that leaves runs/", edit("name", "../../elsewhere"),
+     "name: must be letters, digits, spaces, '_', '-' or '.' and not only dots (it names the run's folder), got '../../elsewhere'"),
+    ("a run name of dots", edit("name", ".."),
+     "name: must be letters, digits, spaces, '_', '-' or '.' and not only dots (it names the run's folder), got '..'"),
     ("absurd layer count", edit("stages.low.decoder.layers", 10**7), "stages.low.decoder.layers: must be in [1, 256], got 10000000"),
 ]
 

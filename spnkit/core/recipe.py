@@ -31,7 +31,18 @@ from cattrs.errors import (
 
 from spnkit.core.backend import RuntimeConfig
 from spnkit.core.errors import SpnkitError
-from spnkit.core.validators import above, at_least, each, identifier, in_range, non_empty, non_negative, positive, up_to
+from spnkit.core.validators import (
+    above,
+    at_least,
+    each,
+    folder_name,
+    identifier,
+    in_range,
+    non_empty,
+    non_negative,
+    positive,
+    up_to,
+)
 from spnkit.data.config import DataConfig
 
 if sys.version_info >= (3, 11):
@@ -150,7 +161,7 @@ class Recipe:
     data: DataConfig
     quantizer: Table
     stages: dict[str, StageConfig] = attrs.field(validator=identifier)
-    name: str = ""
+    name: str = attrs.field(default="", validator=folder_name)  # default --out: runs/NAME
     seed: int = attrs.field(default=0, validator=in_range(0, 2**32))
     train: TrainConfig = attrs.field(factory=TrainConfig)
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig)

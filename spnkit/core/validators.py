@@ -93,6 +93,13 @@ def identifier(instance: Any, attribute: Any, names: Iterable[str]) -> None:
                              f"folder name), got {name!r}")
 
 
+def folder_name(instance: Any, attribute: Any, name: str) -> None:
+    """A name that is used as one folder's name (``runs/NAME``): no separators, not ``..``."""
+    if not re.fullmatch(r"[A-Za-z0-9_. -]*", name) or name.strip(".") == "" and name:
+        raise ValueError(f"'{attribute.name}' must be letters, digits, spaces, '_', '-' or '.' and not only dots "
+                         f"(it names the run's folder), got {name!r}")
+
+
 def _rule(holds: Callable[[Any], bool], rule: str, note: str = "") -> Validator:
     text = f"{rule} ({note})" if note else rule
 

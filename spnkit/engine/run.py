@@ -27,6 +27,7 @@ from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import Split, load_split
 from spnkit.engine import evaluate, images
 from spnkit.engine.checkpoint import load_trained
+from spnkit.engine.memory import fits_in_memory
 from spnkit.engine.metrics import MetricSink, open_sinks
 from spnkit.engine.out_folder import claim, prepare, writing
 from spnkit.engine.runtime import start_backend
@@ -93,9 +94,10 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
         raise RecipeError(["eval.max_images: evaluate the whole test split when running several processes"])
     batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, data.shape,
                             rank=rank, world=world, workers=data.workers, skips=skips, side=side)
-    result = evaluate.bits_per_dim(pipeline, batches, data.to_levels, resolved.recipe.eval.max_images, split.samples,
-                                   progress and rank == 0, side=side.kind if side else None, backend=backend,
-                                   origin=split.origin)
+    with fits_in_memory("evaluation", "lower eval.batch_size"):
+        result = evaluate.bits_per_dim(pipeline, batches, data.to_levels, resolved.recipe.eval.max_images,
+                                       split.samples, progress and rank == 0, side=side.kind if side else None,
+                                       backend=backend, origin=split.origin)
     return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
 
 
@@ -124,8 +126,9 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     if complete is not None:
         known = data.to_levels(torch.from_numpy(complete)).expand(count, -1, -1, -1)
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
-    drawn = pipeline.sample(count, shape, temperatures=temperatures, generator=generator, reference=reference,
-                            known=known, masks=masks, side=side)
+    with fits_in_memory(f"sampling {count} images", "sample fewer at once (--count, sample.count)"):
+        drawn = pipeline.sample(count, shape, temperatures=temperatures, generator=generator, reference=reference,
+                                known=known, masks=masks, side=side)
     return data.to_pixels(drawn).numpy()
 
 

@@ -22,6 +22,7 @@ from spnkit.core.backend import Backend
 from spnkit.core.system import AutoregressiveStage, Pipeline
 from spnkit.data.loader import Shard, TrainingBatches, merge_states
 from spnkit.engine import checkpoint
+from spnkit.engine.memory import fits_in_memory
 from spnkit.engine.metrics import MetricSink
 from spnkit.engine.polyak import PolyakAverage
 from spnkit.engine.runtime import start_backend
@@ -181,7 +182,9 @@ class StageTrainer:
                    dynamic_ncols=True)
         started, images_seen = time.perf_counter(), 0
         while self.step < until:
-            loss, norm = self.train_step()
+            with fits_in_memory(f"training stage {self.name!r}", "lower train.batch_size (or raise train.accumulate), "
+                                "or narrow the stage's layers"):
+                loss, norm = self.train_step()
             images_seen += self.batch_size
             if self.step % log_every == 0 or self.step == until:
                 value = (self.backend.sum(loss) / self.backend.world).item()
