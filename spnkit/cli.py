@@ -230,6 +230,25 @@ def cmd_shard(args: argparse.Namespace) -> None:
         print(f"classes: {', '.join(manifest['classes'])}")
 
 
+def cmd_compress(args: argparse.Namespace) -> None:
+    from spnkit.engine.compression import compress_files
+    from spnkit.engine.run import default_folder
+
+    if not 1 <= args.batch <= 4096:
+        raise UserError(f"--batch: must be in [1, 4096], got {args.batch}")
+    resolved = build.load(args.recipe, registry=_registry(args))
+    run = Path(args.run) if args.run else default_folder(resolved, args.recipe)
+    print(compress_files(resolved, run, [Path(p) for p in args.inputs], Path(args.output), args.batch,
+                         progress=not args.quiet))
+
+
+def cmd_decompress(args: argparse.Namespace) -> None:
+    from spnkit.engine.compression import decompress_file
+
+    print(decompress_file(Path(args.file), Path(args.output), _registry(args), Path(args.run) if args.run else None,
+                          progress=not args.quiet))
+
+
 def _table(rows: list[tuple]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
@@ -262,6 +281,23 @@ def parser() -> argparse.ArgumentParser:
     shard.add_argument("--workers", type=int, help="encoding processes (default: all cores)")
     shard.add_argument("--quiet", action="store_true", help="no progress bar")
     shard.set_defaults(func=cmd_shard)
+    compress = commands.add_parser("compress", help="losslessly compress images with a trained system")
+    compress.add_argument("recipe", help="path to the TOML recipe of the trained system")
+    compress.add_argument("inputs", nargs="+", metavar="INPUT",
+                          help="image files, folders of them, IDX files or .npy/.npz arrays, of the recipe's shape")
+    compress.add_argument("-o", "--output", required=True, metavar="FILE", help="the compressed file to write")
+    compress.add_argument("--run", help="the trained run's folder (default: runs/NAME)")
+    compress.add_argument("--batch", type=int, default=16,
+                          help="images coded together (default 16; the file keeps it: decoding one image "
+                               "alone costs a batch's work)")
+    compress.add_argument("--quiet", action="store_true", help="no progress bar")
+    compress.set_defaults(func=cmd_compress)
+    decompress = commands.add_parser("decompress", help="decode a compressed file into PNG images")
+    decompress.add_argument("file", metavar="FILE", help="a file written by spnkit compress")
+    decompress.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for NAME.png per image")
+    decompress.add_argument("--run", help="the trained run's folder (default: the one the file names)")
+    decompress.add_argument("--quiet", action="store_true", help="no progress bar")
+    decompress.set_defaults(func=cmd_decompress)
     for name, func, text in [("check", cmd_check, "validate a recipe and size its stages"),
                              ("show", cmd_show, "print the resolved recipe as TOML")]:
         sub = commands.add_parser(name, help=text)

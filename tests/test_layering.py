@@ -1,8 +1,9 @@
 """The import layers of spnkit, checked from the source with ``ast`` (nothing is imported).
 
-    cli, engine        the top: may import everything below
+    cli, engine        the top: may import everything below (the codec included)
     testing            the conformance kit: the core only
-    data               anything but builtin, engine and cli
+    codec              lossless compression: the core and data only
+    data               anything but builtin, codec, engine and cli
     builtin            plugins: the core, spnkit.nn and ``spnkit`` itself (for ``spnkit.hookimpl``)
     nn                 reusable layers: spnkit.nn and the core
     core               the core and the leaf config module spnkit.data.config only
@@ -45,10 +46,12 @@ RULES = (
          "spnkit.builtin may import only spnkit.core, spnkit.nn and spnkit itself"),
     Rule(4, ("spnkit.nn.*",), (), ("spnkit.nn.*", "spnkit.core.*"), (),
          "spnkit.nn may import only spnkit.nn and spnkit.core"),
-    Rule(5, ("spnkit.data.*",), (), None, ("spnkit.builtin.*", *TOP),
-         "spnkit.data must not import spnkit.builtin, spnkit.engine or spnkit.cli"),
+    Rule(5, ("spnkit.data.*",), (), None, ("spnkit.builtin.*", "spnkit.codec.*", *TOP),
+         "spnkit.data must not import spnkit.builtin, spnkit.codec, spnkit.engine or spnkit.cli"),
     Rule(6, ("spnkit.testing",), (), ("spnkit.core.*",), (),
          "spnkit.testing may import only spnkit.core"),
+    Rule(7, ("spnkit.codec.*",), (), ("spnkit.codec.*", "spnkit.core.*", "spnkit.data.*"), (),
+         "spnkit.codec may import only spnkit.codec, spnkit.core and spnkit.data"),
 )
 
 
@@ -168,7 +171,8 @@ def test_the_scan_sees_every_layer():
     """So the test above cannot pass by scanning nothing."""
     seen = {arrow.importer for arrow in arrows(ROOT)}
     for module in ("spnkit", "spnkit.core.system", "spnkit.core.build", "spnkit.builtin.orderings",
-                   "spnkit.nn.attention", "spnkit.data.loader", "spnkit.engine.train", "spnkit.cli", "spnkit.testing"):
+                   "spnkit.nn.attention", "spnkit.data.loader", "spnkit.engine.train", "spnkit.cli", "spnkit.testing",
+                   "spnkit.codec.api"):
         assert module in seen, module
     assert any(a.importer == "spnkit.core.system" and a.imported == "spnkit.core.interfaces" for a in arrows(ROOT))
 
@@ -252,6 +256,10 @@ def test_every_rule_can_fire():
         ("spnkit.data.sources", "spnkit.builtin.orderings"): [5],
         ("spnkit.testing", "spnkit.nn.attention"): [6],
         ("spnkit.testing", "spnkit.cli"): [1, 6],
+        ("spnkit.codec.api", "spnkit.builtin.pixelcnn"): [7],
+        ("spnkit.codec.coding", "spnkit.engine.run"): [1, 7],
+        ("spnkit.data.loader", "spnkit.codec.api"): [5],
+        ("spnkit.core.system", "spnkit.codec.coding"): [2],
     }
     for (importer, imported), numbers in cases.items():
         assert [rule.number for rule in broken_rules(importer, imported)] == numbers, (importer, imported)
@@ -259,6 +267,8 @@ def test_every_rule_can_fire():
                ("spnkit.core.build", "spnkit.data.config"), ("spnkit.builtin.orderings", "spnkit"),
                ("spnkit.builtin.pixelcnn", "spnkit.nn.masked_conv"), ("spnkit.nn.attention", "spnkit.core.sampling"),
                ("spnkit.data.loader", "spnkit.core.recipe"), ("spnkit.testing", "spnkit.core.interfaces"),
-               ("spnkit.core.system", "torch")]
+               ("spnkit.core.system", "torch"), ("spnkit.codec.api", "spnkit.core.system"),
+               ("spnkit.codec.api", "spnkit.data.config"), ("spnkit.engine.compression", "spnkit.codec"),
+               ("spnkit.cli", "spnkit.codec.api")]
     for importer, imported in allowed:
         assert broken_rules(importer, imported) == [], (importer, imported)

@@ -221,6 +221,13 @@ class SliceDecoder(nn.Module, abc.ABC):
         """
         return None
 
+    def slice_cache(self, inputs: sampling.PixelInputs, context: torch.Tensor | None) -> sampling.SliceCache:
+        """The subpixel-by-subpixel evaluation that ``sample`` runs: the ``sampling_cache`` or,
+        for a decoder without one, a full forward pass per subpixel. For callers that set each
+        value themselves (the codec sets the coded ones). Arguments as for ``sampling_cache``.
+        """
+        return self.sampling_cache(inputs, context) or _FullPasses(self, inputs, context)
+
     def sample_reference(
         self,
         noise: torch.Tensor,

@@ -106,6 +106,17 @@ class AutoregressiveStage(Stage):
             parts.append(side_h.view(*side_h.shape, 1, 1).expand(-1, -1, self.slice_height, self.slice_width))
         return torch.cat(parts, dim=1) if parts else None
 
+    def slice_context(self, slices: torch.Tensor, t: int, cond: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The decoder's context ``[B, D, h, w]`` for slice ``t`` of an unconditional stage while
+        slices are set one at a time (the codec's walk), or None without an encoder.
+
+        slices: ``[B, N, C, h, w]`` long, the stage's plane (those from ``t`` on are zero);
+        cond: ``[B, C, H, W]`` long, the more significant bits, or None.
+        """
+        dtype = next(self.decoder.parameters()).dtype
+        index = torch.full((slices.shape[0],), t, dtype=torch.long, device=slices.device)
+        return self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, self._cond_slices(cond, dtype))
+
     def ranks(self) -> torch.Tensor:
         return self.ordering.ranks(self.channels, self.height, self.width)
 

@@ -59,6 +59,24 @@ def writing(path: Path, verb: str = "write") -> Iterator[None]:
         raise OutputError(f"cannot {verb} {path} ({reason(exc)})") from None
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, flushed to disk and
+    renamed over ``path``: a failed or killed write never leaves a partial ``path``. An
+    ``OSError`` is ``OutputError`` naming ``path``."""
+    temporary = None
+    with writing(path):
+        try:
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        finally:
+            if temporary is not None and os.path.exists(temporary):
+                os.unlink(temporary)
+
+
 def prepare(folder: Path, option: str = "--out", create: bool = True) -> None:
     """Before any work: ``folder`` exists (made, with its parents, when ``create``), is a folder,
     and a file can be created in it; else ``OutputError`` naming ``option`` and the reason."""
