@@ -109,11 +109,15 @@ def spnkit_rows(pipeline, levels: torch.Tensor, batch: int, nll: dict[str, float
     alone = [len(codec.pack(pipeline, attrs.evolve(coded, chunk=1, checks=[check], streams=[stream])))
              for check, stream in zip(coded.checks, coded.streams)]  # the size of a file of that image alone
     row = [8 * len(data) / dims, 8 * sum(alone) / dims, encode_rate, decode_rate]
-    header = len(data) - sum(map(len, coded.streams))
-    sizes = [[f"stage {name}", nll[name], coded.stage_bits[name], coded.stage_bits[name] / nll[name] - 1]
-             for name in nll]
-    sizes.append(["file = streams + header", sum(nll.values()) + 8 * header, 8 * len(data),
-                  8 * len(data) / (sum(nll.values()) + 8 * header) - 1])
+    streams, total = 8 * sum(map(len, coded.streams)), sum(nll.values())
+    header = 8 * len(data) - streams
+    overhead = streams - sum(coded.stage_bits.values())
+    sizes = [[f"stage {name}: information under the coded tables", f"{nll[name]:,.0f}", f"{coded.stage_bits[name]:,.0f}",
+              f"{coded.stage_bits[name] / nll[name] - 1:+.3%} of its NLL"] for name in nll]
+    sizes.append(["range coder: quantization, stream ends", "", f"{overhead:,.0f}", f"{overhead / total:+.3%} of the NLL"])
+    sizes.append(["header: fields, about, index", "", f"{header:,}", f"{header / total:+.3%} of the NLL"])
+    sizes.append(["file", f"{total:,.0f}", f"{8 * len(data):,}",
+                  f"{8 * len(data) / (total + header) - 1:+.3%} of NLL + header"])
     return row, sizes
 
 
@@ -159,8 +163,7 @@ def main() -> None:
     print(table(["format", "set: bits/dim", "one file per image: bits/dim", "encode images/s", "decode images/s"],
                 rows, ["{}", "{:.3f}", "{:.3f}", "{:.1f}", "{:.1f}"]))
     print()
-    print(table(["what", "exact NLL (bits)", "coded (bits)", "excess"], sizes,
-                ["{}", "{:,.0f}", "{:,.0f}", "{:+.2%}"]), flush=True)
+    print(table(["what", "exact NLL (bits)", "coded (bits)", "excess"], sizes, ["{}"] * 4), flush=True)
     if args.alone:
         seconds = check_alone(pipeline, levels[: args.alone], args.alone_batch)
         print(f"\nthe first {args.alone} images decoded one at a time from a batch-{args.alone_batch} file: "

@@ -237,6 +237,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if not 1 <= args.batch <= 4096:
         raise UserError(f"--batch: must be in [1, 4096], got {args.batch}")
     resolved = build.load(args.recipe, registry=_registry(args))
+    if resolved.side is not None:
+        raise UserError(f"{args.recipe}: its stages take {resolved.side}; the codec codes unconditional systems only")
     run = Path(args.run) if args.run else default_folder(resolved, args.recipe)
     print(compress_files(resolved, run, [Path(p) for p in args.inputs], Path(args.output), args.batch,
                          progress=not args.quiet))

@@ -4,6 +4,7 @@ thread count, encoder and decoder tables equal bit for bit (and a one-ulp change
 sizes close to the NLL, and every kind of damaged or foreign file refused."""
 
 import hashlib
+import math
 import struct
 
 import pytest
@@ -206,12 +207,13 @@ def test_streams_cost_the_nll_plus_a_little_per_image():
     x = images(6, (1, 8, 8), 3)
     coded = codec.encode(pipeline, x, chunk=4)
     with torch.no_grad():
-        nll = {name: float(-lp.sum()) / torch.log(torch.tensor(2.0)).item() for name, lp in pipeline.log_prob(x).items()}
+        nll = {name: float(-lp.double().sum()) / math.log(2) for name, lp in pipeline.log_prob(x).items()}
+    for name in nll:  # the walk's tables are the model's probabilities
+        assert coded.stage_bits[name] == pytest.approx(nll[name], rel=1e-5)
     stream_bits = 8 * sum(len(s) for s in coded.streams)
-    assert stream_bits == sum(coded.stage_bits.values())
-    assert sum(nll.values()) <= stream_bits <= 1.002 * sum(nll.values()) + 64 * len(x)
+    assert sum(nll.values()) < stream_bits <= 1.001 * sum(nll.values()) + 64 * len(x)  # 1-2 words per stream end
     data = codec.compress(pipeline, x, chunk=4)
-    assert len(data) < stream_bits / 8 + 52 + 60 + 400 + 6 * len(x)  # prefix, fields, about, index
+    assert len(data) < stream_bits / 8 + 52 + 48 + 100 + 6 * len(x)  # prefix, fields, about, index
 
 
 # ----------------------------------------------------------------------------- damaged and foreign files

@@ -73,6 +73,8 @@ def test_files_round_trip_under_their_names(setup, tmp_path, capsys):
     inputs = [tmp_path / "fm_003.png", tmp_path / "folder", tmp_path / "arrays.npy", tmp_path / "t10k-images-idx3-ubyte"]
     assert compress(setup, *inputs) == 0
     assert "8 images in" in capsys.readouterr().out
+    (tmp_path / "probe").write_bytes(b"")
+    assert (root / "set.spnz").stat().st_mode == (tmp_path / "probe").stat().st_mode  # the umask's, not private
     out = tmp_path / "out"
     assert cli.main(["decompress", str(root / "set.spnz"), "-o", str(out), "--quiet"]) == 0
     assert "images/s" in capsys.readouterr().out
@@ -194,3 +196,9 @@ def test_a_file_made_in_python_is_one_error_line(setup, tmp_path, capsys):
     path.write_bytes(codec.compress(pipeline, torch.from_numpy(pixels(1, 6))[:, None].long()))
     assert cli.main(["decompress", str(path), "-o", str(tmp_path / "out"), "--quiet"]) == 2
     assert "not written by spnkit compress" in one_error_line(capsys)
+
+
+def test_a_conditional_recipe_is_one_error_line(tmp_path, capsys):
+    assert cli.main(["compress", "recipes/quickstart_conditional.toml", str(tmp_path / "x.png"), "-o",
+                     str(tmp_path / "x.spnz")]) == 2
+    assert "the codec codes unconditional systems only" in one_error_line(capsys)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from spnkit.codec.coding import Step, walk
-from spnkit.codec.entropy import StreamDecoders, StreamEncoders
+from spnkit.codec.entropy import StreamDecoders, StreamEncoders, information
 from spnkit.codec.identity import fingerprint
 from spnkit.codec import container
 from spnkit.codec.container import CodecError, Container, unpack
@@ -43,7 +43,8 @@ class Encoded:
     chunk: int
     streams: list[bytes]  # one per image
     checks: list[int]  # CRC-32 of each image's levels
-    stage_bits: dict[str, int]  # bits the streams grew by while each stage was coded, over all images
+    stage_bits: dict[str, float]  # each stage's information under the coded tables, over all images (the
+    # streams hold that plus the range coder's overhead: quantization and each stream's end)
 
 
 def encode(pipeline: Pipeline, images: torch.Tensor, *, chunk: int = 16, progress: Progress | None = None) -> Encoded:
@@ -58,7 +59,7 @@ def encode(pipeline: Pipeline, images: torch.Tensor, *, chunk: int = 16, progres
     if not 1 <= chunk <= 65535:
         raise ValueError(f"chunk: must be in [1, 65535], got {chunk}")
     images = images.long().cpu()
-    streams, stage_bits = [], dict.fromkeys(pipeline.stages, 0)
+    streams, stage_bits = [], dict.fromkeys(pipeline.stages, 0.0)
     with _coding(pipeline):
         for start in range(0, len(images), chunk):
             real = images[start : start + chunk]
@@ -116,7 +117,7 @@ class _Recorder:
     """The encoder's side of the walk over one chunk: answers with the true values and codes the
     recorded tables into the streams slice by slice."""
 
-    def __init__(self, pipeline: Pipeline, images: torch.Tensor, count: int, stage_bits: dict[str, int]) -> None:
+    def __init__(self, pipeline: Pipeline, images: torch.Tensor, count: int, stage_bits: dict[str, float]) -> None:
         """``images [chunk, C, H, W]`` long, the first ``count`` real (the rest padding);
         ``stage_bits``: each stage's bits so far, added to."""
         self.pipeline, self.images, self.count, self.stage_bits = pipeline, images, count, stage_bits
@@ -145,8 +146,9 @@ class _Recorder:
 
     def flush(self) -> None:
         if self.values:
-            grown = self.encoders.encode(np.stack(self.values), np.stack(self.tables))
-            self.stage_bits[self.at[0]] += sum(grown)
+            values, tables = np.stack(self.values), np.stack(self.tables)
+            self.encoders.encode(values, tables)
+            self.stage_bits[self.at[0]] += information(values, tables)
         self.tables, self.values = [], []
 
 

@@ -3,8 +3,9 @@ sides code with, and one range-coded stream per image.
 
 The rule is ``probabilities``: float64 ``exp(logits - max)`` per row, computed by the same call on
 arrays of the same shape on both sides, then quantized by constriction's ``Categorical``
-(``perfect=False``, deterministic integer arithmetic on those float64 values). A stream is
-constriction's ``uint32`` words, stored little-endian.
+(``perfect=False``: a fixed function of those float64 values in constriction's compiled code,
+the same for one row or many). A stream is constriction's ``uint32`` words, stored
+little-endian.
 """
 
 from __future__ import annotations
@@ -23,21 +24,24 @@ def probabilities(logits: torch.Tensor) -> np.ndarray:
     return np.exp(x - x.max(axis=1, keepdims=True))
 
 
+def information(symbols: np.ndarray, tables: np.ndarray) -> float:
+    """Bits of ``symbols [...]`` under their ``tables [..., L]`` (normalized, before quantization):
+    what an ideal coder would spend on them."""
+    chosen = np.take_along_axis(tables, symbols[..., None], axis=-1)[..., 0]
+    return float(-np.log2(chosen / tables.sum(axis=-1)).sum())
+
+
 class StreamEncoders:
     """One range encoder per image of a chunk (rows ``0..count-1``; padding rows have none)."""
 
     def __init__(self, count: int) -> None:
         self.encoders = [constriction.stream.queue.RangeEncoder() for _ in range(count)]
 
-    def encode(self, symbols: np.ndarray, tables: np.ndarray) -> list[int]:
+    def encode(self, symbols: np.ndarray, tables: np.ndarray) -> None:
         """Append ``symbols [n, K]`` with their ``tables [n, K, L]`` (rows in coding order) to each
-        image's stream; returns the bits each stream grew by."""
-        grown = []
+        image's stream."""
         for row, encoder in enumerate(self.encoders):
-            before = encoder.num_bits()
             encoder.encode(symbols[:, row].astype(np.int32), MODEL, np.ascontiguousarray(tables[:, row]))
-            grown.append(encoder.num_bits() - before)
-        return grown
 
     def streams(self) -> list[bytes]:
         return [encoder.get_compressed().astype("<u4").tobytes() for encoder in self.encoders]

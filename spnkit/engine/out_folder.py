@@ -19,6 +19,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import socket
 import tempfile
 import warnings
@@ -66,8 +67,9 @@ def replace_file(path: Path, data: bytes) -> None:
     temporary = None
     with writing(path):
         try:
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(handle, "wb") as file:
+            temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+            # 0o666 less the umask, like any new file (mkstemp's files are private)
+            with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
