@@ -20,6 +20,7 @@ from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import ContextEncoder, EncoderSpec
 from spnkit.core.validators import at_most, divides, in_range, odd, up_to
 from spnkit.nn.attention import TransformerBlock
+from spnkit.nn.masked_conv import OneHotTaps
 
 
 @attrs.frozen
@@ -117,8 +118,13 @@ class SliceEmbedder(ContextEncoder):
         inputs.append(self.position(target).view(b, -1, 1, 1).expand(-1, -1, h, w))
         if side is not None:
             inputs.append(side.view(b, -1, 1, 1).expand(-1, -1, h, w))
-        x = torch.cat(inputs, dim=1)
-        for conv in self.convs:
+        return self.after_first(self.convs[0](torch.cat(inputs, dim=1)))
+
+    def after_first(self, x: torch.Tensor) -> torch.Tensor:
+        """The context map from the first convolution's output ``x [B, D, h, w]`` (before its relu)."""
+        b, _, h, w = x.shape
+        x = torch.relu(x)
+        for conv in self.convs[1:]:
             x = torch.relu(conv(x))
         if self.attention is not None:
             tokens = self.to_attention(x).flatten(2).transpose(1, 2)
@@ -128,6 +134,56 @@ class SliceEmbedder(ContextEncoder):
         for block in self.residual:
             x = block(x)
         return self.norm(x.transpose(1, 3)).transpose(1, 3)
+
+    def sampling_context(self, slices: torch.Tensor, cond: torch.Tensor | None = None,
+                         side: torch.Tensor | None = None) -> _SampledContexts:
+        return _SampledContexts(self, slices, cond, side)
+
+
+class _SampledContexts:
+    """``SliceEmbedder.forward`` for one target after another while a stage samples. The first
+    convolution is linear in its input, so it is summed by parts: each filled slot's one-hot
+    as weight rows picked by its slice's levels (``OneHotTaps``; empty slots, most of them for
+    early targets, add nothing), the conditioning and side maps, the same for every target,
+    once, and the target's position embedding.
+
+    slices: ``[B, N, C, h, w]`` long, filled in by the stage; cond: ``[B, N, Lc, C, h, w]``
+    one-hot or None; side: ``[B, E]`` or None. Called with a target ``t``: ``[B, D, h, w]``.
+    """
+
+    def __init__(self, embedder: SliceEmbedder, slices: torch.Tensor, cond: torch.Tensor | None,
+                 side: torch.Tensor | None) -> None:
+        self.embedder, self.slices = embedder, slices
+        b, n, c, h, w = slices.shape
+        conv, levels, slots = embedder.convs[0], embedder.spec.levels, embedder.slots.shape[1]
+        # the first convolution's input: the slots' one-hot, the conditioning's, the position, the side vector
+        parts = [slots * levels * c, 0 if cond is None else cond[0].numel() // (h * w), embedder.position.embedding_dim]
+        parts.append(conv.in_channels - sum(parts))
+        slot_weight, cond_weight, self.position_weight, side_weight = conv.weight.split(parts, dim=1)
+        kernel = slot_weight.unflatten(1, (slots, levels, c)).transpose(2, 3).flatten(1, 3)  # [D, K*C*L, f, f]
+        self.taps, self.reach = OneHotTaps(kernel, levels), conv.padding
+        self.fixed = conv.bias.view(-1, 1, 1)  # what every target's first convolution adds
+        if cond is not None:
+            self.fixed = self.fixed + nn.functional.conv2d(cond.reshape(b, -1, h, w), cond_weight, padding=self.reach)
+        if side is not None:
+            tiled = side.view(b, -1, 1, 1).expand(-1, -1, h, w)
+            self.fixed = self.fixed + nn.functional.conv2d(tiled, side_weight, padding=self.reach)
+        filled = embedder.slots < n  # [N, K]: the slots that hold a slice
+        self.filled = [(embedder.slots[t, row], row.nonzero()[:, 0]) for t, row in enumerate(filled)]
+        self.channels = torch.arange(c, device=slices.device)
+
+    def __call__(self, target: int) -> torch.Tensor:
+        b, _, c, h, w = self.slices.shape
+        sources, slots = self.filled[target]  # the slices before the target and the slots they fill
+        position = self.embedder.position.weight[target].view(1, -1, 1, 1).expand(b, -1, h, w)
+        x = nn.functional.conv2d(position, self.position_weight, padding=self.reach) + self.fixed
+        if len(sources):
+            (pad_h, pad_w), (f_h, f_w) = self.reach, self.position_weight.shape[2:]
+            levels = nn.functional.pad(self.slices[:, sources].flatten(1, 2), (pad_w, pad_w, pad_h, pad_h), value=-1)
+            windows = levels.unfold(2, f_h, 1).unfold(3, f_w, 1).permute(0, 2, 3, 4, 5, 1).flatten(0, 2)
+            summed = self.taps(windows, (slots.view(-1, 1) * c + self.channels).flatten())  # [B*h*w, D]
+            x = x + summed.view(b, h, w, -1).permute(0, 3, 1, 2)
+        return self.embedder.after_first(x)
 
 
 @hookimpl

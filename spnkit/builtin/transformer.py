@@ -12,9 +12,9 @@ from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import SliceDecoder, SliceSpec
 from spnkit.core.sampling import PixelInputs, SliceCache
 from spnkit.core.validators import divides, up_to
-from spnkit.nn.attention import KVCache, TransformerBlock
+from spnkit.nn.attention import TransformerBlock
 from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
-from spnkit.nn.masked_conv import pixels_as_features
+from spnkit.nn.masked_conv import OneHotTaps, pixels_as_features
 
 
 @attrs.frozen
@@ -54,32 +54,36 @@ class PixelAttention(nn.Module):
             tokens = block(tokens)
         return self.norm(tokens).transpose(1, 2).reshape(b, -1, h, w)
 
-    def kv_caches(self, batch: int, like: torch.Tensor) -> list[KVCache]:
-        """Empty key/value caches of every block for ``step``, for a whole slice of pixels."""
-        length = self.rows.shape[0] * self.cols.shape[0]
-        return [block.attention.kv_cache(batch, length, like) for block in self.blocks]
 
-    def step(self, pixels: torch.Tensor, row: int, col: int, context: torch.Tensor | None,
-             caches: list[KVCache]) -> torch.Tensor:
-        """``forward`` at pixel (row, col) alone, from the ``caches`` of the pixels before it
-        (this pixel's keys and values are added).
+class _AttentionSteps:
+    """``PixelAttention`` one pixel at a time while a slice is sampled: ``step(row, col)`` is
+    ``forward`` at pixel (row, col) alone, ``[B, D]``, from the pixels before it, over cached
+    keys and values. What a token adds besides its pixel (the row and column embeddings, the
+    context's projection) is computed for the whole slice at once, as ``forward`` does."""
 
-        pixels: ``[B, C*L, h, w]`` one-hot channel-major, read at the pixel before (row, col);
-        context: ``[B, D_ctx, h, w]`` or None. Returns ``[B, D]``.
-        """
-        width = self.cols.shape[0]
-        position = row * width + col
+    def __init__(self, attention: PixelAttention, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        self.attention, self.pixels = attention, inputs.features
+        b, _, height, self.width = inputs.features.shape
+        self.positions = (attention.rows.view(height, 1, -1) + attention.cols.view(1, self.width, -1)).flatten(0, 1)
+        self.context = None  # [B, h*w, D]
+        if attention.context is not None:
+            self.context = attention.context(context.flatten(2).transpose(1, 2))
+        self.caches = [block.attention.kv_cache(b, height * self.width, like=inputs.features)
+                       for block in attention.blocks]
+
+    def step(self, row: int, col: int) -> torch.Tensor:
+        attention, position = self.attention, row * self.width + col
         if position:
-            token = self.embed(pixels[:, :, (position - 1) // width, (position - 1) % width])
+            token = attention.embed(self.pixels[:, :, (position - 1) // self.width, (position - 1) % self.width])
         else:
-            token = self.start.expand(pixels.shape[0], -1)
-        token = token + self.rows[row] + self.cols[col]
+            token = attention.start.expand(self.pixels.shape[0], -1)
+        token = token + self.positions[position]
         if self.context is not None:
-            token = token + self.context(context[:, :, row, col])
+            token = token + self.context[:, position]
         x = token.unsqueeze(1)  # [B, 1, D]
-        for block, cache in zip(self.blocks, caches):
+        for block, cache in zip(attention.blocks, self.caches):
             x = block.step(x, cache, position)
-        return self.norm(x)[:, 0]
+        return attention.norm(x)[:, 0]
 
 
 class MaskedTransformer(SliceDecoder):
@@ -120,18 +124,26 @@ class MaskedTransformer(SliceDecoder):
 
 class _MaskedTransformerCache(SliceCache):
     """Incremental ``MaskedTransformer``: one attention step per pixel over cached keys and
-    values, the head once per channel."""
+    values, the head once per channel, which reads the pixel's earlier channels as sums of
+    weight rows of their levels (``OneHotTaps``: the masked embedding ``within``, taken once)."""
 
     def __init__(self, model: MaskedTransformer, inputs: PixelInputs, context: torch.Tensor | None) -> None:
-        self.model, self.inputs, self.context = model, inputs, context
-        self.caches = model.attention.kv_caches(inputs.features.shape[0], like=inputs.features)
+        self.model, self.inputs = model, inputs
+        self.attention = _AttentionSteps(model.attention, inputs, context)
+        within = model.within.weight * model.within_mask  # [C*D, C*L]
+        self.within = [OneHotTaps(weight[:, :, None, None], inputs.levels)
+                       for weight in within.split(model.options.channels)]  # per channel: [D, C*L, 1, 1]
         self.features = None  # [B, D] at the current pixel
 
     def start_pixel(self, row: int, col: int) -> None:
-        self.features = self.model.attention.step(self.inputs.features, row, col, self.context, self.caches)
+        self.features = self.attention.step(row, col)
 
     def pixel_logits(self, row: int, col: int) -> torch.Tensor:
-        return self.model.channel_logits(self.features, self.inputs.features[:, :, row, col]).transpose(1, 2)
+        return torch.stack([self.channel_logits(row, col, c) for c in range(len(self.within))], dim=2)
+
+    def channel_logits(self, row: int, col: int, channel: int) -> torch.Tensor:
+        within = self.within[channel](self.inputs.values[:, :, row, col][:, None, None])  # channels after it: 0
+        return self.model.head(self.features + within + self.model.channel[channel])
 
 
 @attrs.frozen
@@ -166,22 +178,25 @@ class _HybridCache(SliceCache):
     conditioning map of the Gated PixelCNN's own cache."""
 
     def __init__(self, model: Hybrid, inputs: PixelInputs, context: torch.Tensor | None) -> None:
-        self.attention, self.inputs, self.context = model.attention, inputs, context
         b, _, height, width = inputs.features.shape
         self.attention_channels = model.options.transformer.channels
         channels = self.attention_channels + model.spec.context_channels
-        self.conditioning = inputs.features.new_zeros(b, channels, height, width)  # [attention; context]
+        # [attention; context], channels-last: a pixel's conditioning contiguous
+        self.conditioning = inputs.features.new_zeros(b, height, width, channels).permute(0, 3, 1, 2)
         if context is not None:
             self.conditioning[:, self.attention_channels :] = context
-        self.caches = model.attention.kv_caches(b, like=inputs.features)
+        self.attention = _AttentionSteps(model.attention, inputs, context)
         self.pixelcnn = model.pixelcnn.sampling_cache(inputs, self.conditioning)
 
     def start_pixel(self, row: int, col: int) -> None:
-        features = self.attention.step(self.inputs.features, row, col, self.context, self.caches)
-        self.conditioning[:, : self.attention_channels, row, col] = features
+        self.conditioning[:, : self.attention_channels, row, col] = self.attention.step(row, col)
+        self.pixelcnn.start_pixel(row, col)
 
     def pixel_logits(self, row: int, col: int) -> torch.Tensor:
         return self.pixelcnn.pixel_logits(row, col)
+
+    def channel_logits(self, row: int, col: int, channel: int) -> torch.Tensor:
+        return self.pixelcnn.channel_logits(row, col, channel)
 
     def finish_row(self, row: int) -> None:
         self.pixelcnn.finish_row(row)

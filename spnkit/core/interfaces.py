@@ -17,6 +17,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -188,6 +189,18 @@ class ContextEncoder(nn.Module, abc.ABC):
             only when ``spec.side_channels > 0``, so encoders without it keep working.
         Returns ``[B, D, h, w]`` float.
         """
+
+    def sampling_context(self, slices: torch.Tensor, cond: torch.Tensor | None = None,
+                         side: torch.Tensor | None = None) -> Callable[[int], torch.Tensor] | None:
+        """Hook for a stage that samples slice after slice: a function from a target slice ``t``
+        to ``forward``'s map for it (up to rounding) that reuses work across targets, or None
+        (the stage calls ``forward``).
+
+        slices: ``[B, N, C, h, w]`` long levels of the stage's plane, which the stage fills in
+            as it draws (the slices before ``t`` are drawn when ``t`` is asked for).
+        cond, side: as for ``forward``.
+        """
+        return None
 
 
 class SliceDecoder(nn.Module, abc.ABC):

@@ -27,7 +27,9 @@ def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) ->
 
     Logits are divided by ``temperature`` (the paper samples its first stage at 0.99).
     """
-    return torch.argmax(logits / temperature + noise, dim=1)
+    if temperature != 1.0:  # dividing by 1 changes no bit
+        logits = logits / temperature
+    return torch.argmax(logits + noise, dim=1)
 
 
 def keep_given(drawn: torch.Tensor, given: torch.Tensor | None, index: tuple) -> torch.Tensor:
@@ -41,20 +43,19 @@ def keep_given(drawn: torch.Tensor, given: torch.Tensor | None, index: tuple) ->
 class PixelInputs:
     """A slice while it is sampled: ``values [B, C, h, w]`` long and the same as one-hot
     channel-major features ``[B, C*L, h, w]`` in the noise's dtype (feature ``c*L + l`` is
-    level ``l`` of channel ``c``). Subpixels not drawn yet are 0 in ``values`` and all-zero
-    in ``features``."""
+    level ``l`` of channel ``c``), laid out channels-last so that one pixel's features are
+    contiguous. Subpixels not drawn yet are 0 in ``values`` and all-zero in ``features``."""
 
     def __init__(self, noise: torch.Tensor) -> None:
         """``noise``: the slice's ``[B, L, C, h, w]`` Gumbel noise (sets shape, dtype, device)."""
         batch, self.levels, channels, height, width = noise.shape
         self.values = torch.zeros(batch, channels, height, width, dtype=torch.long, device=noise.device)
-        self.features = noise.new_zeros(batch, channels * self.levels, height, width)
+        self.features = noise.new_zeros(batch, height, width, channels * self.levels).permute(0, 3, 1, 2)
 
     def set(self, row: int, col: int, channel: int, value: torch.Tensor) -> None:
-        """Record the drawn ``value [B]`` long of subpixel (channel, row, col)."""
+        """Record the drawn ``value [B]`` long of subpixel (channel, row, col), which is set once."""
         self.values[:, channel, row, col] = value
         block = self.features[:, channel * self.levels : (channel + 1) * self.levels, row, col]
-        block.zero_()
         block.scatter_(1, value.view(-1, 1), 1.0)
 
 
@@ -62,7 +63,7 @@ class SliceCache(abc.ABC):
     """A decoder's incremental evaluation while ``draw_slice`` samples a slice: it reads the
     ``PixelInputs`` drawn so far and reuses what it computed for earlier subpixels.
 
-    Per pixel in raster order: ``start_pixel`` once, then ``pixel_logits`` once per channel
+    Per pixel in raster order: ``start_pixel`` once, then ``channel_logits`` once per channel
     (after each, the drawn channel is set in the inputs); ``finish_row`` after each row.
     """
 
@@ -73,6 +74,11 @@ class SliceCache(abc.ABC):
     def pixel_logits(self, row: int, col: int) -> torch.Tensor:
         """Logits ``[B, L, C]`` of pixel (row, col) given every subpixel set so far (only the
         channel about to be drawn is read)."""
+
+    def channel_logits(self, row: int, col: int, channel: int) -> torch.Tensor:
+        """Logits ``[B, L]`` of subpixel (channel, row, col), the channel about to be drawn:
+        ``pixel_logits``' channel, which a cache may compute alone."""
+        return self.pixel_logits(row, col)[:, :, channel]
 
     def finish_row(self, row: int) -> None:
         """Work done once a row is complete."""
@@ -85,14 +91,23 @@ def draw_slice(cache: SliceCache, inputs: PixelInputs, noise: torch.Tensor, temp
 
     noise: ``[B, L, C, h, w]`` from ``gumbel_noise``; given: ``[B, C, h, w]`` long values to
     keep (``-1``: draw), or None. Returns ``inputs.values``, ``[B, C, h, w]`` long.
+
+    The loop runs on one torch thread (restored after): its steps are too small to share, and
+    threads that wait for each other, on a busy machine above all, cost more than the steps.
     """
     _, _, channels, height, width = noise.shape
-    for row in range(height):
-        for col in range(width):
-            cache.start_pixel(row, col)
-            for channel in range(channels):
-                logits = cache.pixel_logits(row, col)
-                drawn = draw(logits[:, :, channel], noise[:, :, channel, row, col], temperature)
-                inputs.set(row, col, channel, keep_given(drawn, given, (channel, row, col)))
-        cache.finish_row(row)
+    noise = noise.permute(3, 4, 2, 0, 1).contiguous()  # [h, w, C, B, L]: each subpixel's noise contiguous
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for row in range(height):
+            for col in range(width):
+                cache.start_pixel(row, col)
+                for channel in range(channels):
+                    logits = cache.channel_logits(row, col, channel)
+                    drawn = draw(logits, noise[row, col, channel], temperature)
+                    inputs.set(row, col, channel, keep_given(drawn, given, (channel, row, col)))
+            cache.finish_row(row)
+    finally:
+        torch.set_num_threads(threads)
     return inputs.values

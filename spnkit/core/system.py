@@ -98,10 +98,15 @@ class AutoregressiveStage(Stage):
     def _context(self, slices: torch.Tensor, target: torch.Tensor, cond_slices: torch.Tensor | None,
                  side_h: torch.Tensor | None = None) -> torch.Tensor | None:
         """The decoder's context ``[B, D + E, h, w]``: the encoder's map, then ``side_h [B, E]`` tiled."""
-        parts = []
+        encoded = None
         if self.encoder is not None:
             side = () if side_h is None else (side_h,)  # encoders without side information take no such argument
-            parts.append(self.encoder(slices, target, cond_slices, *side))
+            encoded = self.encoder(slices, target, cond_slices, *side)
+        return self._with_side(encoded, side_h)
+
+    def _with_side(self, encoded: torch.Tensor | None, side_h: torch.Tensor | None) -> torch.Tensor | None:
+        """The encoder's map ``[B, D, h, w]`` (or None), then ``side_h [B, E]`` tiled, if any."""
+        parts = [] if encoded is None else [encoded]
         if side_h is not None:
             parts.append(side_h.view(*side_h.shape, 1, 1).expand(-1, -1, self.slice_height, self.slice_width))
         return torch.cat(parts, dim=1) if parts else None
@@ -198,10 +203,18 @@ class AutoregressiveStage(Stage):
         side_h = self._side_vector(side, batch)
         given_slices = None if given is None else self.ordering.to_slices(given)
         draw = self.decoder.sample_reference if reference else self.decoder.sample
+        side = () if side_h is None else (side_h,)
+        encode = None if self.encoder is None else self.encoder.sampling_context(slices, cond_slices, *side)
+        # for an encoder without its own sampling path: [B, N, L, C, h, w], kept up to date
+        slices_one_hot = one_hot(slices, self.levels, dtype).movedim(1, 2) if encode is None else None
         for t in range(self.given_slices, self.num_slices):
-            index = torch.full((batch,), t, dtype=torch.long, device=device)
-            context = self._context(one_hot(slices, self.levels, dtype).movedim(1, 2), index, cond_slices, side_h)
+            if encode is None:
+                context = self._context(slices_one_hot, torch.full((batch,), t, device=device), cond_slices, side_h)
+            else:
+                context = self._with_side(encode(t), side_h)
             slices[:, t] = draw(noise[:, t], context=context, temperature=temperature, given=None if given is None else given_slices[:, t])
+            if encode is None:
+                slices_one_hot[:, t] = one_hot(slices[:, t], self.levels, dtype)
         return self.ordering.from_slices(slices, self.height, self.width)
 
 

@@ -17,9 +17,14 @@ from spnkit.nn.masked_conv import (
     HorizontalConv,
     MaskedConv2d,
     MaskedHead,
+    OneHotTaps,
     VerticalConv,
+    centre_tap,
     check_channel_groups,
     features_as_logits,
+    left_taps,
+    level_windows,
+    levels_left,
     pixels_as_features,
     shift_down,
 )
@@ -62,62 +67,103 @@ class GatedLayer(nn.Module):
         h_out = gated if self.residual is None else h + self.residual(gated)
         return gate(v_pre), h_out, self.skip(gated)
 
-    def vertical_at_row(self, v: torch.Tensor, row: int, context: torch.Tensor | None):
-        """The vertical stack at one row: v ``[B, F_in, h, w]`` (rows up to ``row`` filled),
-        context ``[B, D, h, w]`` or None -> (pre-gate ``[B, 2F, w]`` before the context, which
-        the horizontal stack reads a row later; gated output ``[B, F, w]``)."""
-        v_pre = self.vertical.at_row(v, row)
-        v_in = v_pre
+    def vertical_gate(self, v_pre: torch.Tensor, row: int, context: torch.Tensor | None) -> torch.Tensor:
+        """The vertical stack's output at one row from its pre-gate ``v_pre [B, 2F, w]`` (before
+        the context), context ``[B, D, h, w]`` or None: ``[B, F, w]``."""
         if self.context is not None:
-            v_in = v_in + self.context(context[:, :, row : row + 1])[:, :, 0].chunk(2, dim=1)[0]
-        return v_pre, gate(v_in)
-
-    def horizontal_at_pixel(self, h: torch.Tensor, row: int, col: int, v_pre_above: torch.Tensor,
-                            context: torch.Tensor | None):
-        """The horizontal stack at one pixel: h ``[B, F_in, h, w]`` (filled up to the pixel),
-        v_pre_above ``[B, 2F]`` the vertical pre-gate of the pixel above (zeros on the top row),
-        context ``[B, D, h, w]`` or None -> (h ``[B, F]``, skip ``[B, R]``)."""
-        h_pre = self.horizontal.at_pixel(h, row, col) + self.vertical_to_horizontal.pointwise(v_pre_above)
-        if self.context is not None:
-            h_pre = h_pre + self.context.pointwise(context[:, :, row, col]).chunk(2, dim=1)[1]
-        gated = gate(h_pre)
-        h_out = gated if self.residual is None else h[:, :, row, col] + self.residual.pointwise(gated)
-        return h_out, self.skip.pointwise(gated)
+            v_pre = v_pre + self.context(context[:, :, row : row + 1])[:, :, 0].chunk(2, dim=1)[0]
+        return gate(v_pre)
 
 
 class GatedStackCache:
-    """Incremental evaluation of ``GatedLayer``s while a slice is sampled: the vertical stacks
-    once per finished row (``finish_row``), the horizontal stacks at one pixel (``skip_at_pixel``),
-    each from cached feature maps of the layer below.
+    """Incremental evaluation of ``GatedLayer``s while a slice is sampled.
 
-    ``pixels [B, F_in, h, w]``: the first layer's input, filled in by the sampler as subpixels
-    are drawn; ``context [B, D, h, w]`` or None, read at the rows and pixels being computed.
+    A layer's horizontal pre-gate at a pixel is split in two: what earlier pixels give (the
+    ``k//2`` inputs to its left, the vertical stack of the row above, the context at the pixel
+    and the biases), summed for every layer once per pixel by ``start_pixel``, and what the
+    pixel's own input gives (the centre tap), added per channel by ``skip_at_pixel``. The
+    vertical stacks run once per finished row (``finish_row``). Masked weights are taken once;
+    the first layer, whose input is one-hot, sums weight rows of the drawn levels instead
+    (``OneHotTaps``).
+
+    ``inputs``: the slice being drawn, the first layer's input; ``context [B, D, h, w]`` or
+    None, read at the rows and pixels being computed.
     """
 
-    def __init__(self, layers: nn.ModuleList, pixels: torch.Tensor, context: torch.Tensor | None) -> None:
-        self.layers, self.pixels, self.context = layers, pixels, context
-        b, _, height, width = pixels.shape
-        new = pixels.new_zeros
-        self.h = [new(b, layer.features, height, width) for layer in layers]
-        self.v = [new(b, layer.features, height, width) for layer in layers]
-        self.v_pre = [new(b, 2 * layer.features, height, width) for layer in layers]
+    def __init__(self, layers: nn.ModuleList, inputs: PixelInputs, context: torch.Tensor | None) -> None:
+        self.layers, self.inputs, self.context = layers, inputs, context
+        b, _, height, width = inputs.features.shape
+        first, rest = layers[0], layers[1:]
+        reach = self.reach = first.horizontal.reach
+        kernel = first.horizontal.masked_weight()  # [2F, C*L, 1, 2*reach + 1]
+        self.first_vertical = OneHotTaps(first.vertical.weight, inputs.levels)
+        self.first_left = OneHotTaps(kernel[..., :reach], inputs.levels)
+        self.first_centre = OneHotTaps(kernel[..., reach : reach + 1], inputs.levels)
+        kernels = [layer.horizontal.masked_weight() for layer in rest]
+        self.centre = [centre_tap(kernel) for kernel in kernels]  # [F, 2F]
+        self.left = [left_taps(kernel, reach) for kernel in kernels]  # [k//2 * F, 2F]
+        self.residual = [(layer.residual.bias, centre_tap(layer.residual.masked_weight())) for layer in rest]
+        self.skip_weight = torch.cat([centre_tap(layer.skip.masked_weight()) for layer in layers])  # [L*F, R]
+        self.skip_bias = sum(layer.skip.bias for layer in layers)
+        if context is not None:  # the horizontal stacks' halves of the context maps, every layer at once
+            features = 2 * first.features
+            self.context_weight = torch.cat([layer.context.weight[features:, :, 0, 0] for layer in layers])
+            self.context_bias = torch.cat([layer.context.bias[features:] for layer in layers])
+        self.v = [inputs.features.new_zeros(b, layer.features, height, width) for layer in layers]
+        above_first_row = [inputs.features.new_zeros(b, 2 * layer.features, width) for layer in layers]
+        self.from_above = self._from_above(above_first_row)
+        # the later layers' inputs [B, F] at the k//2 pixels left of the pixel, zeros off the image
+        self.row_start = [[inputs.features.new_zeros(b, first.features)] * reach for _ in rest]
+        self.windows = self.layer_inputs = self.base = None
+
+    def _from_above(self, v_pres: list[torch.Tensor]) -> torch.Tensor:
+        """What the horizontal stacks of a row take from the vertical pre-gates ``[B, 2F, w]`` of
+        the row above (zeros above the first row), their biases included: ``[w, layers, B, 2F]``."""
+        parts = [layer.vertical_to_horizontal.pointwise(v_pre.transpose(1, 2)) + layer.horizontal.conv.bias
+                 for layer, v_pre in zip(self.layers, v_pres)]  # [B, w, 2F]
+        return torch.stack(parts).permute(2, 0, 1, 3).contiguous()
+
+    def start_pixel(self, row: int, col: int) -> None:
+        """Sum what the pixels before (row, col) give to every layer's horizontal pre-gate."""
+        base = self.from_above[col]  # [layers, B, 2F]
+        if self.context is not None:
+            at = nn.functional.linear(self.context[:, :, row, col], self.context_weight, self.context_bias)
+            base = base + at.view(at.shape[0], len(self.layers), -1).transpose(0, 1)
+        first, *rest = base.unbind(0)
+        if col:
+            first = first + self.first_left(levels_left(self.inputs.values, row, col, self.reach))
+            self.windows = [[*window[1:], x] for window, x in zip(self.windows, self.layer_inputs)]
+        else:
+            self.windows = self.row_start
+        self.base = [first] + [torch.addmm(b, window[0] if self.reach == 1 else torch.cat(window, dim=1), left)
+                               for b, window, left in zip(rest, self.windows, self.left)]
 
     def skip_at_pixel(self, row: int, col: int) -> torch.Tensor:
-        """The summed skip outputs ``[B, R]`` of every layer at (row, col), given the pixels so far."""
-        h, skips = self.pixels, 0
-        for layer, h_out, v_pre in zip(self.layers, self.h, self.v_pre):
-            above = v_pre[:, :, row - 1, col] if row else v_pre.new_zeros(v_pre.shape[:2])
-            h_out[:, :, row, col], skip = layer.horizontal_at_pixel(h, row, col, above, self.context)
-            skips = skips + skip
-            h = h_out
-        return skips
+        """The summed skip outputs ``[B, R]`` of every layer at (row, col), given the pixels so far.
+
+        The pixel's levels not drawn yet read as 0 in the first layer: its centre tap's channel
+        mask passes them only to features of the channels after the one being drawn."""
+        x = gate(self.base[0] + self.first_centre(self.inputs.values[:, :, row, col][:, None, None]))
+        gated, self.layer_inputs = [x], []
+        for base, centre, (bias, residual) in zip(self.base[1:], self.centre, self.residual):
+            self.layer_inputs.append(x)
+            gated.append(gate(torch.addmm(base, x, centre)))
+            x = torch.addmm(bias, gated[-1], residual).add_(x)
+        return torch.addmm(self.skip_bias, torch.cat(gated, dim=1), self.skip_weight)
 
     def finish_row(self, row: int) -> None:
         """Run the vertical stacks over a completed row (the next row reads it, shifted)."""
-        v = self.pixels
-        for layer, v_out, v_pre in zip(self.layers, self.v, self.v_pre):
-            v_pre[:, :, row], v_out[:, :, row] = layer.vertical_at_row(v, row, self.context)
-            v = v_out
+        b, _, _, width = self.inputs.values.shape
+        windows = level_windows(self.inputs.values, row - self.reach, row + 1, self.reach, self.reach)
+        v_pre = self.first_vertical(windows).view(b, width, -1).transpose(1, 2)  # [B, 2F, w]
+        v_pre = v_pre + self.layers[0].vertical.bias.view(-1, 1)
+        v_pres = []
+        for i, (layer, v_out) in enumerate(zip(self.layers, self.v)):
+            if i:
+                v_pre = layer.vertical.at_row(self.v[i - 1], row)
+            v_out[:, :, row] = layer.vertical_gate(v_pre, row, self.context)
+            v_pres.append(v_pre)
+        self.from_above = self._from_above(v_pres)
 
 
 @attrs.frozen
@@ -166,11 +212,17 @@ class _GatedPixelCNNCache(SliceCache):
     stack and the head at the new pixel."""
 
     def __init__(self, model: GatedPixelCNN, inputs: PixelInputs, context: torch.Tensor | None) -> None:
-        self.head = model.head
-        self.stack = GatedStackCache(model.layers, inputs.features, context)
+        self.head = model.head.at_pixel()
+        self.stack = GatedStackCache(model.layers, inputs, context)
+
+    def start_pixel(self, row: int, col: int) -> None:
+        self.stack.start_pixel(row, col)
 
     def pixel_logits(self, row: int, col: int) -> torch.Tensor:
-        return self.head.pixel_logits(self.stack.skip_at_pixel(row, col))
+        return self.head.logits(self.stack.skip_at_pixel(row, col))
+
+    def channel_logits(self, row: int, col: int, channel: int) -> torch.Tensor:
+        return self.head.channel_logits(self.stack.skip_at_pixel(row, col), channel)
 
     def finish_row(self, row: int) -> None:
         self.stack.finish_row(row)

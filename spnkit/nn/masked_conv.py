@@ -6,8 +6,11 @@ belongs to group ``k * C // part``. At the centre tap, mask A lets group ``c`` s
 groups ``< c``, mask B groups ``<= c``; taps before the centre (rows above, columns to the
 left) are open, taps after it closed.
 
-For incremental sampling, ``at_pixel`` and ``at_row`` compute one pixel or one row of a
-layer's output from the inputs around it only (equal to ``forward``'s up to rounding).
+For incremental sampling, a masked kernel splits where the pixel being drawn sits
+(``centre_tap``, ``left_taps``, ``rows_above``; ``VerticalConv.at_row``): the parts that read
+only earlier pixels are computed once per row or pixel, the centre tap once per channel (the
+sum equals ``forward``'s up to rounding). A first layer, whose input is one-hot, sums weight
+rows picked by the levels instead (``OneHotTaps``).
 """
 
 from __future__ import annotations
@@ -53,18 +56,9 @@ class MaskedConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
 
-    def at_pixel(self, x: torch.Tensor, row: int, col: int) -> torch.Tensor:
-        """``forward(x)[:, :, row, col]`` from the kernel-sized window of ``x [B, in, h, w]``
-        around (row, col) only: ``[B, out]``."""
-        (pad_h, pad_w), (height, width) = self.padding, x.shape[2:]
-        window = x[:, :, max(row - pad_h, 0) : row + pad_h + 1, max(col - pad_w, 0) : col + pad_w + 1]
-        window = nn.functional.pad(window, (max(pad_w - col, 0), max(col + pad_w + 1 - width, 0),
-                                            max(pad_h - row, 0), max(row + pad_h + 1 - height, 0)))
-        return nn.functional.conv2d(window, self.weight * self.mask, self.bias)[:, :, 0, 0]
-
-    def pointwise(self, x: torch.Tensor) -> torch.Tensor:
-        """A 1x1 kernel applied to one pixel's features: ``x [B, in]`` -> ``[B, out]``."""
-        return nn.functional.linear(x, self.weight[:, :, 0, 0] * self.mask[:, :, 0, 0], self.bias)
+    def masked_weight(self) -> torch.Tensor:
+        """The kernel as ``forward`` applies it, ``[out, in, kh, kw]``."""
+        return self.weight * self.mask
 
 
 class HorizontalConv(nn.Module):
@@ -87,12 +81,9 @@ class HorizontalConv(nn.Module):
         x = nn.functional.pad(x, (self.reach, 0, 0, 0))
         return nn.functional.conv2d(x, self.conv.weight * self.mask, self.conv.bias)
 
-    def at_pixel(self, x: torch.Tensor, row: int, col: int) -> torch.Tensor:
-        """``forward(x)[:, :, row, col]`` from the pixel and the ``k//2`` to its left only:
-        ``x [B, in, h, w]`` -> ``[B, out]``."""
-        window = x[:, :, row, max(col - self.reach, 0) : col + 1]
-        window = nn.functional.pad(window, (self.reach + 1 - window.shape[-1], 0)).unsqueeze(2)
-        return nn.functional.conv2d(window, self.conv.weight * self.mask, self.conv.bias)[:, :, 0, 0]
+    def masked_weight(self) -> torch.Tensor:
+        """The kernel as ``forward`` applies it, centred: ``[out, in, 1, k]``, zeros right of the centre."""
+        return nn.functional.pad(self.conv.weight * self.mask, (0, self.reach))
 
 
 class VerticalConv(nn.Conv2d):
@@ -120,14 +111,75 @@ class VerticalConv(nn.Conv2d):
 
 class Conv1x1(nn.Conv2d):
     """An unmasked 1x1 convolution (``nn.Conv2d(in, out, 1)``) that can also be applied to
-    one pixel's features."""
+    features laid out channels-last."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__(in_features, out_features, 1)
 
     def pointwise(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, in]`` -> ``[B, out]``."""
+        """``x [..., in]`` -> ``[..., out]``."""
         return nn.functional.linear(x, self.weight[:, :, 0, 0], self.bias)
+
+
+def centre_tap(kernel: torch.Tensor) -> torch.Tensor:
+    """The centre tap of ``kernel [out, in, kh, kw]`` as a matrix ``[in, out]`` (for ``x @ it``;
+    the transpose of a contiguous ``[out, in]``, which matrix products read without a copy)."""
+    kh, kw = kernel.shape[2:]
+    return kernel[:, :, kh // 2, kw // 2].contiguous().t()
+
+
+def left_taps(kernel: torch.Tensor, columns: int) -> torch.Tensor:
+    """The taps of ``kernel [out, in, kh, kw]`` on the ``columns`` pixels left of its centre, in
+    the centre's row, as a matrix ``[columns*in, out]`` for inputs laid out pixel by pixel,
+    leftmost first (``[B, columns, in]`` flattened)."""
+    kh, kw = kernel.shape[2:]
+    taps = kernel[:, :, kh // 2, kw // 2 - columns : kw // 2]  # [out, in, columns]
+    return taps.permute(2, 1, 0).reshape(-1, kernel.shape[0]).contiguous()
+
+
+class OneHotTaps:
+    """Taps ``kernel [O, C*L, kh, kw]`` of a convolution over the channel-major one-hot of
+    levels (a first layer), applied to the levels themselves by summing one weight row per
+    tap and channel (``embedding_bag``), for incremental sampling: ``windows [N, kh, kw, C']``
+    long levels of input ``channels`` (``[C']`` long; None: all ``C``), ``-1`` where a tap falls
+    outside the image -> ``[N, O]``, no bias."""
+
+    def __init__(self, kernel: torch.Tensor, levels: int) -> None:
+        out, features, kh, kw = kernel.shape
+        # rows ordered (tap row, tap column, channel, level), then a zero row that -1 reads
+        self.table = nn.functional.pad(kernel.permute(2, 3, 1, 0).reshape(-1, out), (0, 0, 0, 1))
+        self.offsets = torch.arange(kh * kw * features // levels, device=kernel.device).view(kh, kw, -1) * levels
+        self.outside = self.table.shape[0] - 1
+
+    def __call__(self, windows: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+        offsets = self.offsets if channels is None else self.offsets[..., channels]
+        rows = torch.where(windows >= 0, windows + offsets, self.outside)
+        return nn.functional.embedding_bag(rows.flatten(1), self.table, mode="sum")
+
+
+def level_windows(values: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Rows ``top..bottom-1`` of ``values [B, C, h, w]`` long, ``left`` columns to the left and
+    ``right`` to the right of each pixel, ``-1`` outside the image, one window per pixel:
+    ``[B*w, bottom - top, left + 1 + right, C]``."""
+    rows = values[:, :, max(top, 0) : bottom]
+    rows = nn.functional.pad(rows, (left, right, bottom - top - rows.shape[2], 0), value=-1)
+    return rows.unfold(3, left + 1 + right, 1).permute(0, 3, 2, 4, 1).flatten(0, 1)
+
+
+def levels_left(values: torch.Tensor, row: int, col: int, count: int) -> torch.Tensor:
+    """The levels of the ``count`` pixels left of (row, col) in ``values [B, C, h, w]`` long,
+    ``-1`` off the image, as one window ``[B, 1, count, C]``."""
+    levels = values[:, :, row, max(col - count, 0) : col]
+    return nn.functional.pad(levels, (count - levels.shape[2], 0), value=-1).transpose(1, 2).unsqueeze(1)
+
+
+def rows_above(x: torch.Tensor, kernel: torch.Tensor, row: int) -> torch.Tensor:
+    """What the rows above ``row`` of ``x [B, in, h, w]`` give to row ``row`` of a same-size
+    convolution by ``kernel [out, in, kh, kw]`` (no bias): ``[B, out, w]``."""
+    reach, pad = kernel.shape[2] // 2, kernel.shape[3] // 2
+    rows = x[:, :, max(row - reach, 0) : row]
+    rows = nn.functional.pad(rows, (pad, pad, reach - rows.shape[2], 0))
+    return nn.functional.conv2d(rows, kernel[:, :, :reach])[:, :, 0]
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -160,10 +212,34 @@ class MaskedHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(torch.relu(self.hidden(torch.relu(h))))
 
-    def pixel_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """The head at one pixel: features ``[B, F]`` -> logits ``[B, L, C]``."""
-        out = self.out.pointwise(torch.relu(self.hidden.pointwise(torch.relu(h))))
-        return out.view(out.shape[0], -1, self.levels).transpose(1, 2)
+    def at_pixel(self) -> PixelHead:
+        """The head for one pixel at a time, its masked weights taken once."""
+        return PixelHead(self)
+
+
+class PixelHead:
+    """A ``MaskedHead`` applied to one pixel's features ``h [B, F]``: the logits of every
+    channel, or of one channel alone (whose logits read only its own output rows)."""
+
+    def __init__(self, head: MaskedHead) -> None:
+        self.levels = head.levels
+        self.hidden = centre_tap(head.hidden.masked_weight())
+        self.hidden_bias = head.hidden.bias
+        self.out, self.out_bias = centre_tap(head.out.masked_weight()), head.out.bias  # [F, C*L]
+        self.channel_out = list(zip(self.out_bias.split(self.levels), self.out.split(self.levels, dim=1)))
+
+    def _hidden(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.addmm(self.hidden_bias, torch.relu(h), self.hidden))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """``[B, L, C]``."""
+        x = torch.addmm(self.out_bias, self._hidden(h), self.out)
+        return x.view(x.shape[0], -1, self.levels).transpose(1, 2)
+
+    def channel_logits(self, h: torch.Tensor, channel: int) -> torch.Tensor:
+        """``[B, L]``, channel ``channel``'s."""
+        bias, weight = self.channel_out[channel]
+        return torch.addmm(bias, self._hidden(h), weight)
 
 
 def check_channel_groups(spec: SliceSpec, **features: int) -> None:
