@@ -66,7 +66,7 @@ def _walk_stage(name: str, stage: AutoregressiveStage, prefix: torch.Tensor, con
             for col in range(stage.slice_width):
                 cache.start_pixel(row, col)
                 for channel in range(stage.channels):
-                    tables = probabilities(cache.pixel_logits(row, col)[:, :, channel])
+                    tables = probabilities(cache.channel_logits(row, col, channel))
                     inputs.set(row, col, channel, choose(Step(name, t, channel, row, col), tables).to(prefix.device))
             cache.finish_row(row)
         slices[:, t] = inputs.values
