@@ -73,21 +73,31 @@ def spnkit(*args) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(run: subprocess.Popen, folder, inside_a_write: bool) -> bool:
-    """Wait until ``run`` is writing a checkpoint (a temporary file exists), or has written one
-    more; False if it exits first."""
-    last = checkpoint.load(folder)["step"] if (folder / "checkpoint.pt").exists() else 0
+def checkpointed_step(folder) -> int:
+    """The step of the last whole checkpoint in ``folder`` (0 before the first, -1 when caught
+    between the writes of its files)."""
+    if not (folder / "checkpoint.pt").exists():
+        return 0
+    try:
+        return checkpoint.load(folder)["step"]
+    except Exception:  # caught between its writes
+        return -1
+
+
+def wait_for(run: subprocess.Popen, folder, inside_a_write: bool) -> float | None:
+    """Wait until ``run`` is writing a checkpoint (a temporary file exists), or has written two
+    more; the seconds between those two (0 for a write), or None if it exits first."""
+    last, seen_at = checkpointed_step(folder), None
     while run.poll() is None:
         if inside_a_write and any(folder.glob("*.tmp")):
-            return True
-        if not inside_a_write and (folder / "checkpoint.pt").exists():
-            try:
-                if checkpoint.load(folder)["step"] > last:
-                    return True
-            except Exception:  # caught between its writes
-                pass
+            return 0.0
+        step = checkpointed_step(folder) if not inside_a_write else -1
+        if step > last:
+            if seen_at is not None:
+                return time.monotonic() - seen_at
+            last, seen_at = step, time.monotonic()
         time.sleep(0.001)
-    return False
+    return None
 
 
 def test_sigkill_at_random_instants_then_resume_is_bitwise_exact(tmp_path):
@@ -105,10 +115,10 @@ def test_sigkill_at_random_instants_then_resume_is_bitwise_exact(tmp_path):
     while len(kills) < 6:
         run = spnkit(*train, tmp_path / "killed")
         inside_a_write = len(kills) % 2 == 0
-        if not wait_for(run, folder, inside_a_write):
+        step_seconds = wait_for(run, folder, inside_a_write)
+        if step_seconds is None:
             break  # it finished first
-        if not inside_a_write:
-            time.sleep(chance.uniform(0.0, 0.5))
+        time.sleep(chance.uniform(0.0, step_seconds))  # anywhere in the next step, however fast
         run.send_signal(signal.SIGKILL)
         run.wait()
         state = checkpoint.load(folder)
