@@ -259,6 +259,32 @@ def check_stage_normalization(stage: Stage, cond: torch.Tensor | None = None,
         _check_sum(torch.cat(log_probs), atol, what)
 
 
+def check_decoder_levels(decoder: SliceDecoder, batch: int = 2, seed: int = 0, rtol: float = 1e-4) -> None:
+    """``forward_levels(levels)``, what training and exact evaluation call, gives the logits of
+    ``forward(one_hot(levels))`` (which the causality and normalization checks read) and the
+    same parameter gradients, up to float rounding: within ``rtol`` of each tensor's largest
+    magnitude."""
+    spec = decoder.spec
+    decoder.eval()
+    g = torch.Generator().manual_seed(seed)
+    levels = torch.randint(0, spec.levels, (batch, spec.channels, spec.height, spec.width), generator=g)
+    context = _random_context(spec.context_channels, spec.height, spec.width, batch, seed)
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    results = []
+    for logits in (decoder(one_hot(levels, spec.levels), context), decoder.forward_levels(levels, context)):
+        grads = torch.autograd.grad(_probe(logits), params, allow_unused=True)
+        results.append([logits.detach()] + [torch.zeros_like(p) if d is None else d for p, d in zip(params, grads)])
+    names = ["logits"] + [name for name, p in decoder.named_parameters() if p.requires_grad]
+    for name, expected, got in zip(names, *results):
+        if expected.shape != got.shape:
+            raise ConformanceError(f"{type(decoder).__name__}.forward_levels: {name} has shape {tuple(got.shape)}, "
+                                   f"forward gives {tuple(expected.shape)}")
+        error = (expected - got).abs().max().item()
+        if error > rtol * max(expected.abs().max().item(), 1e-6):
+            raise ConformanceError(f"{type(decoder).__name__}.forward_levels differs from forward of the one-hot: "
+                                   f"{name} off by {error:.3g} (largest magnitude {expected.abs().max().item():.3g})")
+
+
 # ----------------------------------------------------------------------------- learning
 
 

@@ -133,7 +133,7 @@ class SliceEmbedder(ContextEncoder):
             x = x + self.from_attention(tokens.transpose(1, 2).reshape(b, -1, h, w))
         for block in self.residual:
             x = block(x)
-        return self.norm(x.transpose(1, 3)).transpose(1, 3)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # channels-last, as the decoders' maps
 
     def sampling_context(self, slices: torch.Tensor, cond: torch.Tensor | None = None,
                          side: torch.Tensor | None = None) -> _SampledContexts:

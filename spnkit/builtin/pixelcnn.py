@@ -62,7 +62,15 @@ class PixelCNN(SliceDecoder):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """x ``[B, L, C, h, w]`` one-hot, context ``[B, D, h, w]`` -> logits ``[B, L, C, h, w]``."""
-        h = self.first(pixels_as_features(x))
+        return self._rest(self.first(pixels_as_features(x)), context)
+
+    def forward_levels(self, levels: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of the one-hot of ``levels [B, C, h, w]`` long, the 7x7 layer reading the
+        levels (``MaskedConv2d.of_levels``): logits ``[B, L, C, h, w]``, laid out channels-last."""
+        return self._rest(self.first.of_levels(levels, self.spec.levels), context)
+
+    def _rest(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Everything after the first layer's output ``h [B, F, h, w]``: logits ``[B, L, C, h, w]``."""
         if self.context is not None:
             h = h + self.context(context)
         for layer in self.layers:

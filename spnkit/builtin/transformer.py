@@ -14,7 +14,7 @@ from spnkit.core.sampling import PixelInputs, SliceCache
 from spnkit.core.validators import divides, up_to
 from spnkit.nn.attention import TransformerBlock
 from spnkit.nn.gated import GatedPixelCNN, GatedPixelCNNOptions
-from spnkit.nn.masked_conv import OneHotTaps, pixels_as_features
+from spnkit.nn.masked_conv import OneHotTaps, one_hot_conv, pixels_as_features
 
 
 @attrs.frozen
@@ -33,6 +33,7 @@ class PixelAttention(nn.Module):
     def __init__(self, options: MaskedTransformerOptions, spec: SliceSpec) -> None:
         super().__init__()
         d = options.channels
+        self.levels = spec.levels
         self.embed = nn.Linear(spec.channels * spec.levels, d)
         self.start = nn.Parameter(torch.zeros(d))
         self.rows = nn.Parameter(torch.randn(spec.height, d) * 0.02)
@@ -44,9 +45,20 @@ class PixelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """x ``[B, L, C, h, w]`` one-hot, context ``[B, D_ctx, h, w]`` -> ``[B, D, h, w]``."""
-        b, _, _, h, w = x.shape
         pixels = pixels_as_features(x).flatten(2).transpose(1, 2)  # [B, h*w, C*L]
-        tokens = torch.cat([self.start.expand(b, 1, -1), self.embed(pixels[:, :-1])], dim=1)
+        return self._attend(self.embed(pixels[:, :-1]), context, *x.shape[-2:])
+
+    def forward_levels(self, levels: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of the one-hot of ``levels [B, C, h, w]`` long, the embedding by ``one_hot_conv``."""
+        weight = self.embed.weight.view(*self.embed.weight.shape, 1, 1)
+        embedded = one_hot_conv(levels, self.levels, weight, self.embed.bias, (0, 0, 0, 0))  # channels-last
+        return self._attend(embedded.flatten(2).transpose(1, 2)[:, :-1], context, *levels.shape[-2:])
+
+    def _attend(self, embedded: torch.Tensor, context: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
+        """The embeddings ``[B, h*w - 1, D]`` of every pixel but the last, shifted behind the start
+        token -> features ``[B, D, h, w]``."""
+        b = embedded.shape[0]
+        tokens = torch.cat([self.start.expand(b, 1, -1), embedded], dim=1)
         tokens = tokens + (self.rows.view(h, 1, -1) + self.cols.view(1, w, -1)).view(1, h * w, -1)
         if self.context is not None:
             tokens = tokens + self.context(context.flatten(2).transpose(1, 2))
@@ -111,10 +123,23 @@ class MaskedTransformer(SliceDecoder):
         logits = self.channel_logits(features, pixels)  # [B, h*w, C, L]
         return logits.permute(0, 3, 2, 1).reshape(b, levels, c, h, w)
 
+    def forward_levels(self, levels: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of the one-hot of ``levels [B, C, h, w]`` long, the embeddings by
+        ``one_hot_conv``: logits ``[B, L, C, h, w]``, laid out as ``[B, h, w, C, L]``."""
+        b, c, h, w = levels.shape
+        features = self.attention.forward_levels(levels, context).flatten(2).transpose(1, 2)  # [B, h*w, D]
+        weight = self.within.weight * self.within_mask
+        within = one_hot_conv(levels, self.spec.levels, weight.view(*weight.shape, 1, 1), None, (0, 0, 0, 0))
+        logits = self._logits(features, within.flatten(2).transpose(1, 2))  # [B, h*w, C, L]
+        return logits.permute(0, 3, 2, 1).reshape(b, -1, c, h, w)
+
     def channel_logits(self, features: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """The head: attention features ``[..., D]`` and the pixels' one-hot ``[..., C*L]``
         (only channels before each head's are read) -> logits ``[..., C, L]``."""
-        within = nn.functional.linear(pixels, self.within.weight * self.within_mask)
+        return self._logits(features, nn.functional.linear(pixels, self.within.weight * self.within_mask))
+
+    def _logits(self, features: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
+        """The head given the masked embedding ``within [..., C*D]`` of the pixel's earlier channels."""
         within = within.unflatten(-1, (self.spec.channels, -1))
         return self.head(features.unsqueeze(-2) + within + self.channel)
 
@@ -168,6 +193,12 @@ class Hybrid(SliceDecoder):
         features = self.attention(x, context)
         conditioning = features if context is None else torch.cat([features, context], dim=1)
         return self.pixelcnn(x, conditioning)
+
+    def forward_levels(self, levels: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of the one-hot of ``levels [B, C, h, w]`` long, both first layers reading the levels."""
+        features = self.attention.forward_levels(levels, context)
+        conditioning = features if context is None else torch.cat([features, context], dim=1)
+        return self.pixelcnn.forward_levels(levels, conditioning)
 
     def sampling_cache(self, inputs: PixelInputs, context: torch.Tensor | None) -> SliceCache:
         return _HybridCache(self, inputs, context)

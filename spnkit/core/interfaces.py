@@ -224,6 +224,16 @@ class SliceDecoder(nn.Module, abc.ABC):
         earlier in raster-then-channel order (and on the context).
         """
 
+    def forward_levels(self, levels: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of the one-hot of ``levels``: what training and exact evaluation call.
+
+        levels: ``[B, C, h, w]`` long in ``[0, spec.levels)``; context as for ``forward``.
+        Returns the logits of ``forward`` (up to float rounding), in any memory layout.
+        Decoders whose first layers are linear in the one-hot override it to skip the one-hot
+        (a gather in place of a convolution over ``C*L`` input channels).
+        """
+        return self(one_hot(levels, self.spec.levels, next(self.parameters()).dtype), context)
+
     def sampling_cache(self, inputs: sampling.PixelInputs,
                        context: torch.Tensor | None) -> sampling.SliceCache | None:
         """Hook for a cached fast path: a ``SliceCache`` that computes the logits of the next

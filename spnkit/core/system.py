@@ -28,6 +28,17 @@ from spnkit.core.sampling import gumbel_noise
 SIDE_HINT = "pass side (labels [B] or vectors [B, K])"
 
 
+def subpixel_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Nats of each subpixel: logits ``[B, L, C, h, w]``, target ``[B, C, h, w]`` long ->
+    ``[B, C, h, w]``. The softmax runs over rows of ``L`` contiguous logits, a view of the
+    channels-last logits that decoders' ``forward_levels`` give (``F.cross_entropy`` on the 5D
+    layout reduces over a strided dimension and copies in its backward pass)."""
+    b, levels, c, h, w = logits.shape
+    rows = logits.permute(0, 3, 4, 2, 1).reshape(-1, levels)  # [B*h*w*C, L]
+    nats = nn.functional.cross_entropy(rows, target.permute(0, 2, 3, 1).reshape(-1), reduction="none")
+    return nats.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
 class AutoregressiveStage(Stage):
     """A stage that generates slices one after another: the SPN when it has an encoder and
     several slices, a plain autoregressive decoder over the image with a raster ordering.
@@ -37,6 +48,13 @@ class AutoregressiveStage(Stage):
     encoder it is the whole context), so ``decoder.spec.context_channels`` is ``D + E``.
     ``side=None`` is then a ``ValueError``; for "no label", pass labels of ``-1``.
     """
+
+    eval_positions: int | None = None
+    """``logits`` and ``log_prob`` run the decoder on the modelled slices of all the images
+    together, in calls of about this many pixel positions (at least one slice). None: 2**14 on
+    the CPU, where calls whose maps fit the caches run fastest (the quickstart is scored 1.3x
+    to 1.5x faster than in one call per batch), 2**18 on accelerators, where fewer, larger calls
+    pay; lower it to bound their memory."""
 
     def __init__(
         self,
@@ -135,6 +153,22 @@ class AutoregressiveStage(Stage):
 
     # -- likelihood -----------------------------------------------------------------------
 
+    def _slice_rows(self, batch: int, device: torch.device):
+        """The modelled slices of ``batch`` images, in parts of one decoder call each (see
+        ``eval_positions``): ``(images [R], targets [R])`` long, the image and slice of each row."""
+        targets = torch.arange(self.given_slices, self.num_slices, device=device).repeat_interleave(batch)
+        images = torch.arange(batch, device=device).repeat(self.num_slices - self.given_slices)
+        positions = self.eval_positions or (2**14 if device.type == "cpu" else 2**18)
+        per_call = max(1, positions // (self.slice_height * self.slice_width))
+        return zip(images.split(per_call), targets.split(per_call))
+
+    def _rows_context(self, slices: torch.Tensor | None, images: torch.Tensor, targets: torch.Tensor,
+                       cond_slices: torch.Tensor | None, side_h: torch.Tensor | None) -> torch.Tensor | None:
+        """``_context`` for rows ``images`` (indices into the batch) and their ``targets``."""
+        return self._context(None if slices is None else slices[images], targets,
+                             None if cond_slices is None else cond_slices[images],
+                             None if side_h is None else side_h[images])
+
     def logits(self, target_one_hot: torch.Tensor, cond: torch.Tensor | None = None,
                side: torch.Tensor | None = None) -> torch.Tensor:
         slices = self._slice_one_hot(target_one_hot)
@@ -142,9 +176,9 @@ class AutoregressiveStage(Stage):
         batch = slices.shape[0]
         side_h = self._side_vector(side, batch)
         out = torch.zeros_like(slices)
-        for t in range(self.given_slices, self.num_slices):
-            target = torch.full((batch,), t, dtype=torch.long, device=slices.device)
-            out[:, t] = self.decoder(slices[:, t], self._context(slices, target, cond_slices, side_h))
+        for images, targets in self._slice_rows(batch, slices.device):
+            context = self._rows_context(slices, images, targets, cond_slices, side_h)
+            out[images, targets] = self.decoder(slices[images, targets], context)
         b, n, levels, c, h, w = out.shape
         image = self.ordering.from_slices(out.view(b, n, levels * c, h, w), self.height, self.width)
         return image.view(b, levels, c, self.height, self.width)
@@ -152,16 +186,17 @@ class AutoregressiveStage(Stage):
     def log_prob(self, target: torch.Tensor, cond: torch.Tensor | None = None,
                  side: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
-        slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
+        slices = None if self.encoder is None else self._slice_one_hot(one_hot(target, self.levels, dtype))
         levels_slices = self.ordering.to_slices(target)
         cond_slices = self._cond_slices(cond, dtype)
         batch = target.shape[0]
         side_h = self._side_vector(side, batch)
         total = torch.zeros(batch, dtype=dtype, device=target.device)
-        for t in range(self.given_slices, self.num_slices):
-            index = torch.full((batch,), t, dtype=torch.long, device=target.device)
-            logits = self.decoder(slices[:, t], self._context(slices, index, cond_slices, side_h))
-            total = total - nn.functional.cross_entropy(logits, levels_slices[:, t], reduction="none").sum(dim=(1, 2, 3))
+        for images, targets in self._slice_rows(batch, target.device):
+            chosen = levels_slices[images, targets]
+            context = self._rows_context(slices, images, targets, cond_slices, side_h)
+            nats = subpixel_nll(self.decoder.forward_levels(chosen, context), chosen).sum(dim=(1, 2, 3))
+            total = total.index_add(0, images, nats, alpha=-1)
         return total
 
     def loss(self, target: torch.Tensor, cond: torch.Tensor | None = None,
@@ -169,7 +204,7 @@ class AutoregressiveStage(Stage):
              uniform: torch.Tensor | None = None) -> torch.Tensor:
         dtype = next(self.decoder.parameters()).dtype
         batch = target.shape[0]
-        slices = self._slice_one_hot(one_hot(target, self.levels, dtype))
+        slices = None if self.encoder is None else self._slice_one_hot(one_hot(target, self.levels, dtype))
         levels_slices = self.ordering.to_slices(target)
         if uniform is None:
             index = torch.randint(self.given_slices, self.num_slices, (batch,), generator=generator,
@@ -179,8 +214,9 @@ class AutoregressiveStage(Stage):
             index = self.given_slices + (uniform.to(target.device) * choices).long().clamp(max=choices - 1)
         rows = torch.arange(batch, device=target.device)
         side_h = self._side_vector(side, batch, check=False)
-        logits = self.decoder(slices[rows, index], self._context(slices, index, self._cond_slices(cond, dtype), side_h))
-        return nn.functional.cross_entropy(logits, levels_slices[rows, index])
+        chosen = levels_slices[rows, index]
+        context = self._context(slices, index, self._cond_slices(cond, dtype), side_h)
+        return subpixel_nll(self.decoder.forward_levels(chosen, context), chosen).mean()
 
     # -- sampling -------------------------------------------------------------------------
 

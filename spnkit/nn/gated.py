@@ -58,8 +58,23 @@ class GatedLayer(nn.Module):
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, context: torch.Tensor | None):
         """v, h ``[B, F_in, h, w]`` -> (v, h ``[B, F, h, w]``, skip ``[B, R, h, w]``)."""
-        v_pre = self.vertical(v)
-        h_pre = self.horizontal(h) + self.vertical_to_horizontal(shift_down(v_pre))
+        return self._gates(self.vertical(v), self.horizontal(h), h, context)
+
+    def of_levels(self, levels: torch.Tensor, count: int, context: torch.Tensor | None):
+        """``forward`` of the first layer, whose stacks both read the channel-major one-hot
+        of ``levels [B, C, h, w]`` long (``count`` levels), both read by ``one_hot_conv``
+        (a gather for many levels): (v, h, skip) as ``forward``, channels-last."""
+        return self._gates(self.vertical.of_levels(levels, count), self.horizontal.of_levels(levels, count), None,
+                           context)
+
+    def _gates(self, v_pre: torch.Tensor, h_conv: torch.Tensor, h: torch.Tensor | None, context: torch.Tensor | None):
+        """The layer after its two stack convolutions: ``v_pre``, ``h_conv`` ``[B, 2F, h, w]``,
+        ``h`` the horizontal input (None in the first layer, which has no residual)."""
+        # vertical_to_horizontal(shift_down(v_pre)), shifted after the 1x1 convolution (they commute
+        # but for its bias: the row shifted in on top is zero before it): its input is v_pre itself,
+        # not a shifted copy
+        v2h = self.vertical_to_horizontal
+        h_pre = (h_conv + shift_down(nn.functional.conv2d(v_pre, v2h.weight))).add_(v2h.bias.view(-1, 1, 1))
         if self.context is not None:
             v_context, h_context = self.context(context).chunk(2, dim=1)
             v_pre, h_pre = v_pre + v_context, h_pre + h_context
@@ -199,6 +214,16 @@ class GatedPixelCNN(SliceDecoder):
         v = h = pixels_as_features(x)
         skips = 0
         for layer in self.layers:
+            v, h, skip = layer(v, h, context)
+            skips = skips + skip
+        return features_as_logits(self.head(skips), self.spec.levels)
+
+    def forward_levels(self, levels: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of the one-hot of ``levels [B, C, h, w]`` long, the first layer reading the
+        levels (``GatedLayer.of_levels``): logits ``[B, L, C, h, w]``, laid out channels-last (``[B, h, w, C, L]`` in memory)."""
+        first, *rest = self.layers
+        v, h, skips = first.of_levels(levels, self.spec.levels, context)
+        for layer in rest:
             v, h, skip = layer(v, h, context)
             skips = skips + skip
         return features_as_logits(self.head(skips), self.spec.levels)

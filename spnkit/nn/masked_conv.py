@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spnkit.core.interfaces import SliceSpec
+from spnkit.core.interfaces import SliceSpec, one_hot
 
 
 def channel_groups(features: int, channels: int, chunks: int = 1) -> torch.Tensor:
@@ -40,6 +40,41 @@ def causal_mask(out_groups: torch.Tensor, in_groups: torch.Tensor, kernel: tuple
     return mask
 
 
+def one_hot_conv(levels: torch.Tensor, count: int, weight: torch.Tensor, bias: torch.Tensor | None,
+                 padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """``conv2d`` of the channel-major one-hot of ``levels`` (``[B, C, h, w]`` long in
+    ``[0, count)``, laid out as ``pixels_as_features`` does) with ``weight [O, C*count, kh, kw]``
+    and ``bias [O]`` or None, the input zero-padded by ``padding`` (left, right, top, bottom):
+    ``[B, O, h', w']`` in the weight's dtype, channels-last.
+
+    The same function as the convolution, computed as a gather: a one-hot input selects one
+    row of the weight per tap and channel, so each output sums ``kh*kw*C`` rows instead of
+    multiplying ``kh*kw*C*count`` inputs. One ``F.embedding`` per tap and channel rather than
+    one ``F.embedding_bag``: torch-xla does not lower the latter's training form. Up to 64
+    levels the convolution of the one-hot is the cheaper of the two (measured on the CPU), so
+    it is what runs.
+    """
+    if count <= 64:
+        x = nn.functional.pad(pixels_as_features(one_hot(levels, count, weight.dtype)), padding)
+        return nn.functional.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
+    channels, (kh, kw) = levels.shape[1], weight.shape[2:]
+    # [taps, C*count + 1, O]: the tap's weights as a table, and a zero row that padding reads
+    tables = nn.functional.pad(weight.permute(2, 3, 1, 0), (0, 0, 0, 1)).flatten(0, 1).unbind(0)
+    offsets = torch.arange(channels, device=levels.device) * count
+    rows = nn.functional.pad((levels + offsets.view(-1, 1, 1)).permute(0, 2, 3, 1), (0, 0, *padding),
+                             value=channels * count)  # [B, h + top + bottom, w + left + right, C]
+    height, width = rows.shape[1] - kh + 1, rows.shape[2] - kw + 1
+    out = None
+    for tap, table in enumerate(tables):
+        i, j = divmod(tap, kw)
+        for c in range(channels):
+            part = nn.functional.embedding(rows[:, i : i + height, j : j + width, c], table)  # [B, h', w', O]
+            out = part if out is None else out.add_(part)
+    if bias is not None:
+        out = out.add_(bias)
+    return out.permute(0, 3, 1, 2)
+
+
 class MaskedConv2d(nn.Conv2d):
     """A same-size convolution whose weights are masked by ``causal_mask``.
 
@@ -55,6 +90,12 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+    def of_levels(self, levels: torch.Tensor, count: int) -> torch.Tensor:
+        """``forward`` of the channel-major one-hot of ``levels [B, C, h, w]`` long (``count``
+        levels), by ``one_hot_conv`` (a gather for many levels): ``[B, out, h, w]``, channels-last."""
+        (pad_h, pad_w) = self.padding
+        return one_hot_conv(levels, count, self.weight * self.mask, self.bias, (pad_w, pad_w, pad_h, pad_h))
 
     def masked_weight(self) -> torch.Tensor:
         """The kernel as ``forward`` applies it, ``[out, in, kh, kw]``."""
@@ -81,6 +122,11 @@ class HorizontalConv(nn.Module):
         x = nn.functional.pad(x, (self.reach, 0, 0, 0))
         return nn.functional.conv2d(x, self.conv.weight * self.mask, self.conv.bias)
 
+    def of_levels(self, levels: torch.Tensor, count: int) -> torch.Tensor:
+        """``forward`` of the channel-major one-hot of ``levels [B, C, h, w]`` long (``count``
+        levels), by ``one_hot_conv`` (a gather for many levels): ``[B, out, h, w]``, channels-last."""
+        return one_hot_conv(levels, count, self.conv.weight * self.mask, self.conv.bias, (self.reach, 0, 0, 0))
+
     def masked_weight(self) -> torch.Tensor:
         """The kernel as ``forward`` applies it, centred: ``[out, in, 1, k]``, zeros right of the centre."""
         return nn.functional.pad(self.conv.weight * self.mask, (0, self.reach))
@@ -100,6 +146,11 @@ class VerticalConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(nn.functional.pad(x, (self.reach, self.reach, self.reach, 0)))
+
+    def of_levels(self, levels: torch.Tensor, count: int) -> torch.Tensor:
+        """``forward`` of the channel-major one-hot of ``levels [B, C, h, w]`` long (``count``
+        levels), by ``one_hot_conv`` (a gather for many levels): ``[B, out, h, w]``, channels-last."""
+        return one_hot_conv(levels, count, self.weight, self.bias, (self.reach, self.reach, self.reach, 0))
 
     def at_row(self, x: torch.Tensor, row: int) -> torch.Tensor:
         """``forward(x)[:, :, row]`` from the row and the ``k//2`` above it only:
