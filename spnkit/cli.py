@@ -178,7 +178,7 @@ def _check_null_class(resolved: build.Resolved) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine import images, run
     from spnkit.engine.checkpoint import load_trained
-    from spnkit.engine.out_folder import claim, prepare
+    from spnkit.engine.out_folder import claim, prepare, unused_name
 
     if args.temperature is not None and not 0 < args.temperature < math.inf:
         raise UserError(f"--temperature: must be a finite number > 0 (logits are divided by it), got {args.temperature}")
@@ -199,10 +199,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
             raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
                             f"the recipe's images are {data.width}x{data.height}")
     labels = _labels(resolved, args.classes) if args.classes else None
-    target = Path(args.output) if args.output else out / "samples.png"
+    target = Path(args.output) if args.output else None  # default: OUT/sampled-N.png, not the run's samples.png
     # writing into OUT: the folder's only user; writing elsewhere: a reader, beside other readers
-    into_out = target.resolve().parent.is_relative_to(out.resolve())
+    into_out = target is None or target.resolve().parent.is_relative_to(out.resolve())
     with claim(out, "sample", shared=not into_out):
+        target = target or unused_name(out, "sampled", ".png")
         pipeline = load_trained(resolved, out)
         try:
             pipeline.completion_masks(args.keep, (resolved.recipe.data.channels, 2, 2))
@@ -210,7 +211,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
             raise UserError(f"--keep: {exc}") from None
         prepare(target.parent, "--output" if args.output else "--out", create=False)
         run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature,
-                         complete=complete, seed=args.seed, keep=args.keep, reference=args.reference)
+                         complete=complete, seed=args.seed, keep=args.keep, reference=args.reference,
+                         progress=not args.quiet)
     print(f"wrote {target}")
 
 
@@ -334,7 +336,8 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--class", dest="classes", action="append", metavar="NAME|ID",
                              help="class-conditional recipes: sample this class, one grid row per class "
                                   "(repeatable; default: every class); 'none': no label")
-            sub.add_argument("--output", help="PNG path (default: OUT/samples.png)")
+            sub.add_argument("-o", "--output", help="PNG path (default: OUT/sampled-N.png, the first N free; "
+                                                    "the run's own samples.png is kept)")
             sub.add_argument("--reference", action="store_true",
                              help="use the slow reference path (one full forward pass per subpixel)")
     return top

@@ -79,6 +79,15 @@ def replace_file(path: Path, data: bytes) -> None:
                 os.unlink(temporary)
 
 
+def unused_name(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/STEM-N.SUFFIX`` for the smallest N >= 1 that names no file yet (a file the
+    caller then writes never replaces one)."""
+    number = 1
+    while (folder / f"{stem}-{number}{suffix}").exists():
+        number += 1
+    return folder / f"{stem}-{number}{suffix}"
+
+
 def prepare(folder: Path, option: str = "--out", create: bool = True) -> None:
     """Before any work: ``folder`` exists (made, with its parents, when ``create``), is a folder,
     and a file can be created in it; else ``OutputError`` naming ``option`` and the reason."""

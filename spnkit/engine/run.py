@@ -31,6 +31,7 @@ from spnkit.engine.memory import fits_in_memory
 from spnkit.engine.metrics import MetricSink, open_sinks
 from spnkit.engine.out_folder import claim, prepare, writing
 from spnkit.engine.runtime import start_backend
+from spnkit.engine.sampling_bar import sampling_bar
 from spnkit.engine.train import StageTrainer
 
 
@@ -103,12 +104,14 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
            complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top",
-           reference: bool = False, labels: list[int] | None = None, test: Split | None = None) -> np.ndarray:
+           reference: bool = False, labels: list[int] | None = None, test: Split | None = None,
+           progress: bool = False) -> np.ndarray:
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest.
     For class-conditional recipes, ``labels`` gives ``count`` images of each class in turn
     (default: every class; ``N = count * len(labels)``); vector-conditioned recipes take the
-    vectors of the first ``count`` images of the test split (``test``, default: read it)."""
+    vectors of the first ``count`` images of the test split (``test``, default: read it).
+    ``progress``: a bar over the subpixels drawn, with images/s at the end."""
     side = None
     if resolved.classes is not None:
         labels = list(range(resolved.classes)) if labels is None else labels
@@ -126,7 +129,8 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     if complete is not None:
         known = data.to_levels(torch.from_numpy(complete)).expand(count, -1, -1, -1)
         masks = [m.expand(count, -1, -1, -1) for m in pipeline.completion_masks(keep, shape)]
-    with fits_in_memory(f"sampling {count} images", "sample fewer at once (--count, sample.count)"):
+    with fits_in_memory(f"sampling {count} images", "sample fewer at once (--count, sample.count)"), \
+            sampling_bar(pipeline, count, enabled=progress):
         drawn = pipeline.sample(count, shape, temperatures=temperatures, generator=generator, reference=reference,
                                 known=known, masks=masks, side=side)
     return data.to_pixels(drawn).numpy()
@@ -191,7 +195,7 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
             count = resolved.recipe.sample.count
             if resolved.classes is not None:
                 count = max(1, count // resolved.classes)  # a row per class
-            save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test)
+            save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test, progress=progress)
             metrics = out / "metrics.jsonl"
             with writing(metrics, "read"):
                 lines = metrics.read_text().splitlines() if metrics.exists() else []

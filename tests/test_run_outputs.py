@@ -1,0 +1,62 @@
+"""What a run leaves for a person: the sampling progress bar, `spnkit sample` never replacing
+the run's own samples.png."""
+
+import re
+
+import pytest
+import tomli_w
+
+from spnkit import cli
+from test_engine import RECIPE
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny two-stage run, trained for a few steps: (recipe path, out folder)."""
+    folder = tmp_path_factory.mktemp("run")
+    recipe = folder / "tiny.toml"
+    recipe.write_text(tomli_w.dumps(RECIPE))
+    out = folder / "out"
+    assert cli.main(["run", str(recipe), "--out", str(out), "--quiet", "train.steps=2", "sample.count=1"]) == 0
+    return recipe, out
+
+
+def test_sample_shows_a_bar_over_every_subpixel_and_keeps_the_runs_samples(trained, capsys):
+    recipe, out = trained
+    capsys.readouterr()
+    before = (out / "samples.png").read_bytes()
+    assert cli.main(["sample", str(recipe), "--out", str(out), "--count", "2"]) == 0
+    captured = capsys.readouterr()
+    # two stages of 28x28x1 subpixels each: the bar ends at 1568 of 1568, with the images' rate
+    assert re.search(r"sample 2 images: 100%.*1\.57k/1\.57k.*images/s", captured.err), captured.err
+    assert (out / "samples.png").read_bytes() == before
+    assert captured.out.strip() == f"wrote {out / 'sampled-1.png'}"
+    assert cli.main(["sample", str(recipe), "--out", str(out), "--count", "1", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.strip() == f"wrote {out / 'sampled-2.png'}"
+    assert (out / "sampled-1.png").exists() and (out / "samples.png").read_bytes() == before
+
+
+def test_sample_output_flag_short_form(trained, tmp_path, capsys):
+    recipe, out = trained
+    target = tmp_path / "grid.png"
+    assert cli.main(["sample", str(recipe), "--out", str(out), "--count", "1", "-o", str(target), "--quiet"]) == 0
+    assert target.stat().st_size > 0
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_the_bar_counts_each_slice_as_the_decoders_draw_it(reference):
+    import torch
+
+    from spnkit.core import build, plugins
+    from spnkit.engine.sampling_bar import sampling_bar
+
+    resolved = build.validate(RECIPE, plugins.load())
+    pipeline = build.build_pipeline(resolved).eval()
+    generator = torch.Generator().manual_seed(0)
+    with sampling_bar(pipeline, 1) as bar:
+        pipeline.sample(1, (1, 28, 28), generator=generator, reference=reference)
+        ticked = bar.n  # before the bar closes (closing fills it up)
+    assert ticked == 2 * 28 * 28  # every subpixel of both stages, ticked by the slices as they were drawn
+    for stage in pipeline.stages.values():  # the decoders are as they were
+        assert "sample" not in vars(stage.decoder) and "sample_reference" not in vars(stage.decoder)
