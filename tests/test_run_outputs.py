@@ -1,6 +1,7 @@
 """What a run leaves for a person: the sampling progress bar, `spnkit sample` never replacing
 the run's own samples.png."""
 
+import json
 import re
 
 import pytest
@@ -60,3 +61,36 @@ def test_the_bar_counts_each_slice_as_the_decoders_draw_it(reference):
     assert ticked == 2 * 28 * 28  # every subpixel of both stages, ticked by the slices as they were drawn
     for stage in pipeline.stages.values():  # the decoders are as they were
         assert "sample" not in vars(stage.decoder) and "sample_reference" not in vars(stage.decoder)
+
+
+def test_the_run_folder_holds_its_resolved_recipe_and_plugins(trained, capsys):
+    from spnkit.core import build, plugins
+    from spnkit.engine.checkpoint import stage_fingerprint
+
+    recipe, out = trained
+    registry = plugins.load()
+    ran = build.load(str(recipe), ["train.steps=2", "sample.count=1"], registry)
+    written = build.load(str(out / "recipe.toml"), [], registry)
+    assert written.to_dict() == ran.to_dict()  # overrides applied, defaults filled in
+    assert written.recipe.train.steps == 2 and written.recipe.optimizer.decay == 0.95
+    for name in ran.recipe.stages:
+        assert stage_fingerprint(written, name) == stage_fingerprint(ran, name)
+    # the checkpoints accept it: it is the run's recipe
+    capsys.readouterr()
+    assert cli.main(["eval", str(out / "recipe.toml"), "--out", str(out), "--quiet", "--json"]) == 0
+
+    listed = json.loads((out / "plugins.json").read_text())
+    paths = {entry["path"]: entry for entry in listed}
+    assert set(paths) == {"quantizer", *(f"stages.{s}.{k}" for s in ("low", "high")
+                                         for k in ("ordering", "encoder", "decoder"))}
+    assert paths["stages.low.decoder"]["name"] == "gated_pixelcnn"
+    assert all(entry["distribution"] == "spnkit" and entry["version"] for entry in listed)
+
+
+def test_summary_says_how_long_on_how_many_images_and_which_weights(trained):
+    _, out = trained
+    summary = json.loads((out / "summary.json").read_text())
+    batch = RECIPE["train"]["batch_size"]
+    assert summary["steps"] == 2 and summary["images_seen"] == {"low": 2 * batch, "high": 2 * batch}
+    assert summary["seconds"] > 0
+    assert summary["weights"]["kind"] == "polyak average" and summary["weights"]["updates"] == 2

@@ -4,6 +4,7 @@ Output folder layout::
 
     OUT/stages/NAME/checkpoint.pt   (and checkpoint.prev.pt)
     OUT/metrics.jsonl   OUT/curves.png   OUT/samples.png   OUT/summary.json
+    OUT/recipe.toml   OUT/plugins.json   (written when training starts: see run_record)
     OUT/.spnkit.lock    (held by the one spnkit process using the folder)
 
 The folder is checked (a folder, writable) before any work and claimed for the whole job
@@ -30,6 +31,7 @@ from spnkit.engine.checkpoint import load_trained
 from spnkit.engine.memory import fits_in_memory
 from spnkit.engine.metrics import MetricSink, open_sinks
 from spnkit.engine.out_folder import claim, prepare, writing
+from spnkit.engine.run_record import write_run_record
 from spnkit.engine.runtime import start_backend
 from spnkit.engine.sampling_bar import sampling_bar
 from spnkit.engine.train import StageTrainer
@@ -48,6 +50,7 @@ def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, 
     prepare(out)
     with claim(out, "train", enabled=backend.is_main):
         if backend.is_main:
+            write_run_record(resolved, out)
             with writing(out):
                 sinks = [_Guarded(sink, getattr(sink, "path", out)) for sink in open_sinks(out)]
         else:
@@ -186,6 +189,7 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
             "weights": evaluated_weights(config.ema, config.steps),
             "train_data": origin,
             "steps": config.steps,
+            "images_seen": {name: config.steps * resolved.batch_size for name in resolved.recipe.stages},
             "parameters": {name: sum(p.numel() for p in stage.parameters())
                            for name, stage in pipeline.stages.items()},
             "processes": backend.world,
