@@ -323,8 +323,65 @@ def structure(value: Any, cls: type, path: str) -> tuple[Any, list[str]]:
 # ----------------------------------------------------------------------------- reading
 
 
+MAX_EXTENDS = 32  # recipes in one chain of ``extends``
+
+
 def read(path: str | Path) -> dict:
-    """Parse a TOML recipe; a missing or unreadable file, one over 1 MiB (read no further:
+    """A recipe file, with what it ``extends`` merged under it (see ``merge``). ``extends =
+    "base.toml"`` names another recipe relative to this one's folder; that one may extend
+    another in turn. A cycle, a missing base or a chain longer than ``MAX_EXTENDS`` is a
+    ``RecipeError``."""
+    chain: list[Path] = []
+    layers = []
+    path = Path(path)
+    while True:
+        raw = read_file(path)
+        chain.append(path)
+        parent = raw.pop("extends", None)
+        layers.append(raw)
+        if parent is None:
+            break
+        if not isinstance(parent, str) or not parent:
+            raise RecipeError([f"{path}: extends: expected the path of another recipe, relative to this one, "
+                               f"got {describe(parent)}"])
+        base = path.parent / parent
+        if any(_same_file(base, seen) for seen in chain):
+            names = " -> ".join(str(p) for p in [*chain, base])
+            raise RecipeError([f"{path}: extends {parent!r}: a cycle ({names})"])
+        if not base.is_file():
+            raise RecipeError([f"{path}: extends {parent!r}: no recipe file {base}"])
+        if len(chain) >= MAX_EXTENDS:
+            raise RecipeError([f"{path}: extends {parent!r}: more than {MAX_EXTENDS} recipes in one chain"])
+        path = base
+    merged = layers.pop()
+    while layers:
+        merged = merge(merged, layers.pop())
+    return merged
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: tables merged key by key, all the way down; any other value, and
+    a table that names a ``plugin`` (a component chosen anew: its options belong to that
+    plugin), replaces the base's whole, as a ``KEY=VALUE`` override does."""
+    merged = dict(base)
+    for key, value in child.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict) and "plugin" not in value:
+            merged[key] = merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_file(path: str | Path) -> dict:
+    """Parse one TOML recipe file as written; a missing or unreadable file, one over 1 MiB (read no further:
     ``/dev/zero`` ends), one that is not UTF-8 text, or invalid TOML is a ``RecipeError``."""
     path, limit = Path(path), 1 << 20
     try:
