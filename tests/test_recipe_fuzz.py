@@ -37,6 +37,7 @@ def mutation(draw, recipe):
 
 def apply(recipe: dict, overrides: list[str], change) -> None:
     kind, path, value, name = change
+    value = copy.deepcopy(value)  # HOSTILE's tables are shared: one put into a recipe twice could nest itself
     node = recipe
     for key in path[:-1]:
         node = node[key]
