@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from spnkit import cli_basics
 from spnkit.core import build, plugins
 from spnkit.core.errors import SpnkitError
 
@@ -340,7 +341,7 @@ def parser() -> argparse.ArgumentParser:
                                                     "the run's own samples.png is kept)")
             sub.add_argument("--reference", action="store_true",
                              help="use the slow reference path (one full forward pass per subpixel)")
-    return top
+    return cli_basics.finish(top)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The import layers of spnkit, checked from the source with ``ast`` (nothing is imported).
 
-    cli, engine        the top: may import everything below (the codec included)
+    cli, __main__, engine   the top: may import everything below (the codec included)
     testing            the conformance kit: the core only
     codec              lossless compression: the core and data only
     data               anything but builtin, codec, engine and cli
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # A pattern "a.b.*" matches the module a.b and everything under it; "a.b" matches a.b only.
-TOP = ("spnkit.engine.*", "spnkit.cli")
+TOP = ("spnkit.engine.*", "spnkit.cli", "spnkit.__main__")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Rule:
 
 RULES = (
     Rule(1, ("spnkit.*",), TOP, None, TOP,
-         "only spnkit.engine and spnkit.cli may import spnkit.engine or spnkit.cli"),
+         "only spnkit.engine, spnkit.cli and spnkit.__main__ may import spnkit.engine or spnkit.cli"),
     Rule(2, ("spnkit.core.*",), (), ("spnkit.core.*", "spnkit.data.config"), (),
          "spnkit.core may import only spnkit.core and spnkit.data.config"),
     Rule(3, ("spnkit.builtin.*",), (), ("spnkit", "spnkit.core.*", "spnkit.nn.*"), (),
@@ -235,12 +235,12 @@ def test_a_planted_forbidden_import_fails_the_check(tmp_path):
     planted = sorted(set(violations(tmp_path)) - set(violations(ROOT)))
     assert planted == [
         "spnkit/core/planted.py:1: spnkit.core.planted -> spnkit.engine.train  "
-        "[rule 1: only spnkit.engine and spnkit.cli may import spnkit.engine or spnkit.cli; "
+        "[rule 1: only spnkit.engine, spnkit.cli and spnkit.__main__ may import spnkit.engine or spnkit.cli; "
         "rule 2: spnkit.core may import only spnkit.core and spnkit.data.config]",
         "spnkit/core/planted.py:5: spnkit.core.planted -> spnkit.builtin.orderings  "
         "[rule 2: spnkit.core may import only spnkit.core and spnkit.data.config]",
         "spnkit/core/planted.py:6: spnkit.core.planted -> spnkit.cli  "
-        "[rule 1: only spnkit.engine and spnkit.cli may import spnkit.engine or spnkit.cli; "
+        "[rule 1: only spnkit.engine, spnkit.cli and spnkit.__main__ may import spnkit.engine or spnkit.cli; "
         "rule 2: spnkit.core may import only spnkit.core and spnkit.data.config]",
     ]
 

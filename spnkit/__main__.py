@@ -1,0 +1,7 @@
+"""``python -m spnkit``: the ``spnkit`` command."""
+
+import sys
+
+from spnkit.cli import main
+
+sys.exit(main())
