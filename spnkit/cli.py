@@ -85,6 +85,20 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(_resolved(args).to_toml(), end="")
 
 
+def cmd_options(args: argparse.Namespace) -> None:
+    from spnkit.core import options_reference
+
+    registry = _registry(args)
+    if args.name is None:
+        sections = options_reference.recipe_sections() + options_reference.plugin_sections(registry)
+    else:
+        try:
+            sections = options_reference.lookup(registry, args.name)
+        except LookupError as exc:
+            raise UserError(f"spnkit options: {exc.args[0]}") from None
+    print(options_reference.render(sections), end="")
+
+
 def _out(args: argparse.Namespace, resolved: build.Resolved) -> Path:
     from spnkit.engine.run import default_folder
 
@@ -272,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    options = commands.add_parser("options", help="every option of the recipe's sections and of each plugin")
+    options.add_argument("name", nargs="?", metavar="NAME",
+                         help="one recipe section (train, data, stages, ...) or plugin (hybrid, subscale, ...)")
+    options.set_defaults(func=cmd_options)
     shard = commands.add_parser("shard", help="write images into WebDataset shards and a manifest")
     shard.add_argument("sources", nargs="+", metavar="SOURCE",
                        help="a folder of images (class_name/image.png gives labels), IDX files, .npy or .npz arrays")

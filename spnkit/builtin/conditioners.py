@@ -13,9 +13,10 @@ from torch import nn
 
 from spnkit.core.hookspecs import hookimpl
 from spnkit.core.interfaces import Conditioner
-from spnkit.core.validators import in_range, up_to
+from spnkit.core.validators import in_range, rule, up_to
 
 
+@rule("needs null_class = true when > 0")
 def _needs_null_class(options: ClassEmbeddingOptions, attribute: attrs.Attribute, value: float) -> None:
     """``drop_labels`` > 0 drops labels to the "no label" row, so it needs that row."""
     if value and not options.null_class:
@@ -29,10 +30,12 @@ class ClassEmbeddingOptions:
     label is replaced by "no label" with probability ``drop_labels``, so that row is learned
     and one model gives both ``p(x | label)`` and ``p(x)``."""
 
-    classes: int = attrs.field(validator=up_to(2**20))
-    channels: int = attrs.field(default=32, validator=up_to(16384))
-    null_class: bool = True
-    drop_labels: float = attrs.field(default=0.0, validator=[in_range(0.0, 1.0, closed_high=True), _needs_null_class])
+    classes: int = attrs.field(validator=up_to(2**20), metadata={"doc": "labels 0 .. classes-1"})
+    channels: int = attrs.field(default=32, validator=up_to(16384), metadata={"doc": "units of each label's embedding"})
+    null_class: bool = attrs.field(default=True,
+                                 metadata={"doc": "add a row for 'no label' (label -1), for classifier-free use"})
+    drop_labels: float = attrs.field(default=0.0, validator=[in_range(0.0, 1.0, closed_high=True), _needs_null_class],
+                                   metadata={"doc": "training: the chance a label is replaced by 'no label', so one model gives p(x | label) and p(x)"})
 
 
 class ClassEmbedding(Conditioner):
@@ -72,8 +75,8 @@ class ClassEmbedding(Conditioner):
 class VectorOptions:
     """Vectors of ``size`` floats mapped to ``channels`` units."""
 
-    size: int = attrs.field(validator=up_to(16384))
-    channels: int = attrs.field(default=32, validator=up_to(16384))
+    size: int = attrs.field(validator=up_to(16384), metadata={"doc": "floats in each side-information vector"})
+    channels: int = attrs.field(default=32, validator=up_to(16384), metadata={"doc": "units the vector is mapped to"})
 
 
 class Vector(Conditioner):

@@ -25,15 +25,22 @@ from spnkit.nn.masked_conv import OneHotTaps
 
 @attrs.frozen
 class SliceEmbedderOptions:
-    conv_layers: int = attrs.field(default=2, validator=up_to(256))
-    channels: int = attrs.field(default=64, validator=up_to(16384))
-    filter_size: int = attrs.field(default=3, validator=[odd, at_most(63)])
-    attention_layers: int = attrs.field(default=1, validator=in_range(0, 256, closed_high=True))
-    heads: int = attrs.field(default=4, validator=divides("attention_channels"))
-    attention_channels: int = attrs.field(default=64, validator=up_to(16384))
-    residual_blocks: int = attrs.field(default=1, validator=in_range(0, 256, closed_high=True))
-    residual_channels: int = attrs.field(default=128, validator=up_to(16384))
-    position_units: int = attrs.field(default=8, validator=up_to(1024))
+    conv_layers: int = attrs.field(default=2, validator=up_to(256),
+                                 metadata={"doc": "convolution layers over the stacked slices"})
+    channels: int = attrs.field(default=64, validator=up_to(16384),
+                              metadata={"doc": "features of the convolutions (and of the output map)"})
+    filter_size: int = attrs.field(default=3, validator=[odd, at_most(63)],
+                                 metadata={"doc": "the convolutions' kernel size"})
+    attention_layers: int = attrs.field(default=1, validator=in_range(0, 256, closed_high=True),
+                                      metadata={"doc": "self-attention layers after the convolutions"})
+    heads: int = attrs.field(default=4, validator=divides("attention_channels"), metadata={"doc": "attention heads"})
+    attention_channels: int = attrs.field(default=64, validator=up_to(16384), metadata={"doc": "attention features"})
+    residual_blocks: int = attrs.field(default=1, validator=in_range(0, 256, closed_high=True),
+                                     metadata={"doc": "residual blocks after the attention"})
+    residual_channels: int = attrs.field(default=128, validator=up_to(16384),
+                                       metadata={"doc": "hidden features of each residual block"})
+    position_units: int = attrs.field(default=8, validator=up_to(1024),
+                                    metadata={"doc": "units of the meta-position embedding tiled over the slice"})
 
 
 def relative_offsets(rows: int, cols: int) -> list[tuple[int, int]]:

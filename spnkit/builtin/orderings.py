@@ -12,7 +12,8 @@ from spnkit.core.validators import up_to
 
 @attrs.frozen
 class SubscaleOptions:
-    factor: int = attrs.field(default=2, validator=up_to(256))
+    factor: int = attrs.field(default=2, validator=up_to(256),
+                            metadata={"doc": "S: slice (i, j) holds pixels x[i + S*h, j + S*w]; S*S slices"})
 
 
 class SubscaleOrdering(Ordering):

@@ -41,9 +41,11 @@ class PixelCNNOptions:
     """``layers`` residual 3x3 mask-B layers of ``channels`` features after the 7x7 mask-A
     input layer; ``head_channels`` hidden features in the 1x1 output head."""
 
-    layers: int = attrs.field(default=6, validator=up_to(256))
-    channels: int = attrs.field(default=48, validator=up_to(16384))
-    head_channels: int = attrs.field(default=96, validator=up_to(16384))
+    layers: int = attrs.field(default=6, validator=up_to(256),
+                            metadata={"doc": "residual 3x3 mask-B layers after the 7x7 mask-A input layer"})
+    channels: int = attrs.field(default=48, validator=up_to(16384), metadata={"doc": "features of each layer"})
+    head_channels: int = attrs.field(default=96, validator=up_to(16384),
+                                   metadata={"doc": "hidden features of the 1x1 output head"})
 
 
 class PixelCNN(SliceDecoder):

@@ -13,13 +13,16 @@ from spnkit.core.validators import each, non_empty, up_to
 
 @attrs.frozen
 class DepthSplitOptions:
-    splits: list[int] = attrs.field(factory=lambda: [3, 5], validator=[non_empty, each(up_to(8))])
+    splits: list[int] = attrs.field(factory=lambda: [3, 5], validator=[non_empty, each(up_to(8))],
+                                  metadata={"doc": "bits per plane, most significant first; they add up to data.bits"})
 
 
 @attrs.frozen
 class ReduceBitsOptions:
-    bits: int = attrs.field(default=5, validator=up_to(8))
-    splits: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(each(up_to(8))))
+    bits: int = attrs.field(default=5, validator=up_to(8),
+                          metadata={"doc": "the most significant bits kept of each subpixel"})
+    splits: list[int] | None = attrs.field(default=None, validator=attrs.validators.optional(each(up_to(8))),
+                                         metadata={"doc": "bits per plane, most significant first, adding up to bits (unset: one plane)"})
 
 
 class DepthSplit(Quantizer):

@@ -19,10 +19,11 @@ from spnkit.nn.masked_conv import OneHotTaps, one_hot_conv, pixels_as_features
 
 @attrs.frozen
 class MaskedTransformerOptions:
-    layers: int = attrs.field(default=2, validator=up_to(256))
-    heads: int = attrs.field(default=4, validator=divides("channels"))
-    channels: int = attrs.field(default=64, validator=up_to(16384))
-    ff_multiplier: int = attrs.field(default=4, validator=up_to(64))
+    layers: int = attrs.field(default=2, validator=up_to(256), metadata={"doc": "masked self-attention layers"})
+    heads: int = attrs.field(default=4, validator=divides("channels"), metadata={"doc": "attention heads"})
+    channels: int = attrs.field(default=64, validator=up_to(16384), metadata={"doc": "attention features"})
+    ff_multiplier: int = attrs.field(default=4, validator=up_to(64),
+                                   metadata={"doc": "feed-forward width as a multiple of channels"})
 
 
 class PixelAttention(nn.Module):
@@ -173,8 +174,10 @@ class _MaskedTransformerCache(SliceCache):
 
 @attrs.frozen
 class HybridOptions:
-    transformer: MaskedTransformerOptions = attrs.field(factory=MaskedTransformerOptions)
-    pixelcnn: GatedPixelCNNOptions = attrs.field(factory=GatedPixelCNNOptions)
+    transformer: MaskedTransformerOptions = attrs.field(factory=MaskedTransformerOptions,
+                                                      metadata={"doc": "the masked transformer over the slice's pixels"})
+    pixelcnn: GatedPixelCNNOptions = attrs.field(factory=GatedPixelCNNOptions,
+                                               metadata={"doc": "the gated PixelCNN conditioned on the transformer's features and the context"})
 
 
 class Hybrid(SliceDecoder):

@@ -24,11 +24,13 @@ from spnkit.core.validators import one_of
 class RuntimeConfig:
     """The recipe's ``[runtime]`` section: which backend runs training, and how."""
 
-    backend: str = "auto"  # a backend plugin: cpu, cuda, xla, ... ("auto": xla, then cuda, then cpu)
-    precision: str = attrs.field(default="fp32", validator=one_of(("fp32", "bf16")))  # bf16: autocast
-    compile: bool = False  # torch.compile the stage
-    # with several processes: "ddp" (replicas) or "fsdp" (sharded parameters)
-    parallel: str = attrs.field(default="ddp", validator=one_of(("ddp", "fsdp")))
+    backend: str = attrs.field(default="auto",
+                             metadata={"doc": "a backend plugin: cpu, cuda, xla, ... (auto: xla, then cuda, then cpu)"})
+    precision: str = attrs.field(default="fp32", validator=one_of(("fp32", "bf16")),
+                               metadata={"doc": "bf16: autocast to bfloat16"})
+    compile: bool = attrs.field(default=False, metadata={"doc": "torch.compile the stage"})
+    parallel: str = attrs.field(default="ddp", validator=one_of(("ddp", "fsdp")),
+                              metadata={"doc": "with several processes: ddp (replicas) or fsdp (sharded parameters)"})
 
 
 class Backend(abc.ABC):

@@ -41,6 +41,7 @@ from spnkit.core.validators import (
     non_empty,
     non_negative,
     positive,
+    rule,
     up_to,
 )
 from spnkit.data.config import DataConfig
@@ -74,15 +75,23 @@ class Table(dict):
 class StageConfig:
     """One stage: which part of which plane it models, and the components that model it."""
 
-    decoder: Table
-    ordering: Table = attrs.field(factory=lambda: Table(plugin="raster"))
-    encoder: Table | None = None
-    conditioner: Table | None = None
-    plane: int = attrs.field(default=0, validator=non_negative)
-    downsample: int = attrs.field(default=1, validator=up_to(4096))
-    given_slices: int = attrs.field(default=0, validator=non_negative)
-    conditions_on: list[str] = attrs.field(factory=list)
-    temperature: float = attrs.field(default=1.0, validator=above(0, "logits are divided by it"))
+    decoder: Table = attrs.field(metadata={"doc": "the slice decoder: { plugin = NAME, ...its options }"})
+    ordering: Table = attrs.field(factory=lambda: Table(plugin="raster"),
+                                metadata={"doc": "how the stage's image is cut into slices and ordered: { plugin = NAME, ... }"})
+    encoder: Table | None = attrs.field(default=None,
+                                      metadata={"doc": "the context encoder of earlier slices and planes: { plugin = NAME, ... }"})
+    conditioner: Table | None = attrs.field(default=None,
+                                          metadata={"doc": "side information (a class label or a vector): { plugin = NAME, ... }"})
+    plane: int = attrs.field(default=0, validator=non_negative,
+                           metadata={"doc": "the quantizer's bit plane this stage models (0: the most significant)"})
+    downsample: int = attrs.field(default=1, validator=up_to(4096),
+                                metadata={"doc": "model every S-th pixel of each row and column: the first subscale slice as an image"})
+    given_slices: int = attrs.field(default=0, validator=non_negative,
+                                  metadata={"doc": "slices given by earlier stages, not modelled (1: size upscaling)"})
+    conditions_on: list[str] = attrs.field(factory=list,
+                                         metadata={"doc": "earlier stages that supply the planes and slices this one conditions on"})
+    temperature: float = attrs.field(default=1.0, validator=above(0, "logits are divided by it"),
+                                   metadata={"doc": "sampling: logits are divided by it (the paper samples the first stage at 0.99)"})
 
 
 @attrs.frozen
@@ -90,14 +99,16 @@ class TrainConfig:
     """The training loop (``spnkit.engine.train``): how long, on how many images, and the Polyak
     average of the weights that evaluation and sampling use (the paper's 0.9999)."""
 
-    steps: int = attrs.field(default=1000, validator=in_range(0, 2**40))
-    batch_size: int = attrs.field(default=32, validator=up_to(65536))
-    # > 0: batch = pixels_per_batch / (height * width), as the paper keeps pixels per batch constant
-    pixels_per_batch: int = attrs.field(default=0, validator=in_range(0, 2**31, note="0: use batch_size"))
-    accumulate: int = attrs.field(default=1, validator=up_to(65536))  # micro-batches per step
-    # the Polyak average's decay, reached after a warm-up (min(ema, (1 + n) / (10 + n)) at update n)
-    ema: float = attrs.field(default=0.9999, validator=in_range(0, 1, note="0: no averaging; 1 would never move"))
-    checkpoint_every: int = attrs.field(default=500, validator=positive)
+    steps: int = attrs.field(default=1000, validator=in_range(0, 2**40), metadata={"doc": "optimizer steps per stage"})
+    batch_size: int = attrs.field(default=32, validator=up_to(65536),
+                                metadata={"doc": "images per step over all processes"})
+    pixels_per_batch: int = attrs.field(default=0, validator=in_range(0, 2**31, note="0: use batch_size"),
+                                      metadata={"doc": "> 0: the batch is this many pixels' worth of images, as the paper keeps pixels per batch constant"})
+    accumulate: int = attrs.field(default=1, validator=up_to(65536),
+                                metadata={"doc": "micro-batches per step (gradients summed before the update)"})
+    ema: float = attrs.field(default=0.9999, validator=in_range(0, 1, note="0: no averaging; 1 would never move"),
+                           metadata={"doc": "the Polyak average's decay, reached after a warm-up: min(ema, (1 + n) / (10 + n)) at update n"})
+    checkpoint_every: int = attrs.field(default=500, validator=positive, metadata={"doc": "steps between checkpoints"})
 
     def global_batch(self, pixels_per_image: int) -> int:
         """Images per step over all processes: ``batch_size``, or ``pixels_per_batch`` worth."""
@@ -110,12 +121,16 @@ class TrainConfig:
 class OptimizerConfig:
     """RMSProp and gradient clipping (paper defaults: momentum 0.9, decay 0.95, eps 1e-8)."""
 
-    momentum: float = attrs.field(default=0.9, validator=in_range(0, 1))
-    decay: float = attrs.field(default=0.95, validator=in_range(0, 1))
-    eps: float = attrs.field(default=1e-8, validator=above(0))
-    grad_clip: float = attrs.field(default=1.0, validator=above(0))  # the global gradient norm's limit
+    momentum: float = attrs.field(default=0.9, validator=in_range(0, 1), metadata={"doc": "RMSProp momentum"})
+    decay: float = attrs.field(default=0.95, validator=in_range(0, 1),
+                             metadata={"doc": "RMSProp decay of the squared-gradient average (torch's alpha)"})
+    eps: float = attrs.field(default=1e-8, validator=above(0),
+                           metadata={"doc": "RMSProp epsilon, added to the root of the squared-gradient average"})
+    grad_clip: float = attrs.field(default=1.0, validator=above(0),
+                                 metadata={"doc": "the global gradient norm's limit"})
 
 
+@rule("one fewer than the learning rates, positive and increasing")
 def _milestones_match_rates(schedule: ScheduleConfig, attribute: attrs.Attribute, milestones: list[int]) -> None:
     rates = len(schedule.learning_rate)
     if rates and len(milestones) != rates - 1:
@@ -129,8 +144,10 @@ def _milestones_match_rates(schedule: ScheduleConfig, attribute: attrs.Attribute
 class ScheduleConfig:
     """A piecewise-constant learning rate: ``learning_rate[k]`` from ``milestones[k-1]`` on."""
 
-    learning_rate: list[float] = attrs.field(factory=lambda: [5e-5], validator=[non_empty, each(above(0))])
-    milestones: list[int] = attrs.field(factory=list, validator=_milestones_match_rates)
+    learning_rate: list[float] = attrs.field(factory=lambda: [5e-5], validator=[non_empty, each(above(0))],
+                                           metadata={"doc": "learning rates, the first from step 0, the next from each milestone"})
+    milestones: list[int] = attrs.field(factory=list, validator=_milestones_match_rates,
+                                      metadata={"doc": "the steps where the next learning rate starts"})
 
     def rate(self, step: int) -> float:
         """The learning rate of step ``step`` (counted from 0)."""
@@ -142,34 +159,46 @@ class ScheduleConfig:
 class LoggingConfig:
     """What training reports: a metrics record every ``every`` steps."""
 
-    every: int = attrs.field(default=10, validator=positive)  # steps between metrics records
+    every: int = attrs.field(default=10, validator=positive, metadata={"doc": "steps between metrics records"})
 
 
 @attrs.frozen
 class EvalConfig:
-    batch_size: int = attrs.field(default=64, validator=up_to(65536))
-    max_images: int = attrs.field(default=0, validator=at_least(0, "0: the whole test split"))
+    """Exact evaluation (``spnkit eval``, the end of ``spnkit run``): every slice of every test image."""
+
+    batch_size: int = attrs.field(default=64, validator=up_to(65536), metadata={"doc": "test images scored at once"})
+    max_images: int = attrs.field(default=0, validator=at_least(0, "0: the whole test split"),
+                                metadata={"doc": "score only the first N test images"})
 
 
 @attrs.frozen
 class SampleConfig:
-    count: int = attrs.field(default=16, validator=up_to(4096))
+    """Sampling at the end of ``spnkit run`` (``spnkit sample`` takes its own ``--count``)."""
+
+    count: int = attrs.field(default=16, validator=up_to(4096),
+                           metadata={"doc": "images sampled by spnkit run (per class, rounded down, for class-conditional recipes)"})
 
 
 @attrs.frozen
 class Recipe:
-    data: DataConfig
-    quantizer: Table
-    stages: dict[str, StageConfig] = attrs.field(validator=identifier)
-    name: str = attrs.field(default="", validator=folder_name)  # default --out: runs/NAME
-    seed: int = attrs.field(default=0, validator=in_range(0, 2**32))
-    train: TrainConfig = attrs.field(factory=TrainConfig)
-    optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig)
-    schedule: ScheduleConfig = attrs.field(factory=ScheduleConfig)
-    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
-    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
-    eval: EvalConfig = attrs.field(factory=EvalConfig)
-    sample: SampleConfig = attrs.field(factory=SampleConfig)
+    """A whole recipe: its top-level keys and one section per component that reads it."""
+
+    data: DataConfig = attrs.field(metadata={"doc": "where images come from and what they are"})
+    quantizer: Table = attrs.field(metadata={"doc": "how each subpixel's bits split into planes: { plugin = NAME, ... }"})
+    stages: dict[str, StageConfig] = attrs.field(validator=identifier,
+                                               metadata={"doc": "the stages, run in the order of their tables"})
+    name: str = attrs.field(default="", validator=folder_name,
+                          metadata={"doc": "the run's name; the default --out is runs/NAME"})
+    seed: int = attrs.field(default=0, validator=in_range(0, 2**32),
+                          metadata={"doc": "seeds initialisation, data order and sampling"})
+    train: TrainConfig = attrs.field(factory=TrainConfig, metadata={"doc": "the training loop"})
+    optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig, metadata={"doc": "RMSProp and gradient clipping"})
+    schedule: ScheduleConfig = attrs.field(factory=ScheduleConfig, metadata={"doc": "the learning rate"})
+    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig,
+                                       metadata={"doc": "the backend that runs training, and how"})
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig, metadata={"doc": "what training reports"})
+    eval: EvalConfig = attrs.field(factory=EvalConfig, metadata={"doc": "exact evaluation"})
+    sample: SampleConfig = attrs.field(factory=SampleConfig, metadata={"doc": "sampling at the end of spnkit run"})
 
 
 # fields that moved out of [train] into their own sections, for a helpful "unknown key" message

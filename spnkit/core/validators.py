@@ -1,7 +1,9 @@
 """attrs validators shared by the recipe's sections and every plugin's ``Options``.
 
 Each raises ``ValueError("'FIELD' must be RULE, got VALUE")``; the recipe reader shows the
-field's path instead of its name, so a user reads ``train.steps: must be >= 0, got -1``.
+field's path instead of its name, so a user reads ``train.steps: must be >= 0, got -1``. Each
+also carries its RULE as ``.rule``, which the option reference (``spnkit options``) shows as the
+field's valid range; a validator of a plugin's own gets one with ``@rule("...")``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 Validator = Callable[[Any, Any, Any], None]
+
+
+def rule(text: str) -> Callable[[Validator], Validator]:
+    """Decorate a validator with the valid range it checks, in words (``.rule``)."""
+
+    def describe(validator: Validator) -> Validator:
+        validator.rule = text
+        return validator
+
+    return describe
 
 
 def at_least(bound: float, note: str = "") -> Validator:
@@ -60,14 +72,17 @@ def each(*validators: Validator) -> Validator:
                     rule = str(exc).removeprefix(f"'{attribute.name}' ")
                     raise ValueError(f"'{attribute.name}' [{index}] {rule}") from None
 
+    check.rule = "each " + ", ".join(filter(None, (getattr(v, "rule", "") for v in validators)))
     return check
 
 
+@rule("not empty")
 def non_empty(instance: Any, attribute: Any, value: list) -> None:
     if not value:
         raise ValueError(f"'{attribute.name}' must be a non-empty array, got {value!r}")
 
 
+@rule("odd, >= 1")
 def odd(instance: Any, attribute: Any, value: int) -> None:
     """A positive odd number (same-size convolutions centre their kernel)."""
     if value < 1 or value % 2 == 0:
@@ -82,9 +97,11 @@ def divides(field: str) -> Validator:
         if value < 1 or total % value:
             raise ValueError(f"'{attribute.name}' must divide '{field}' ({total}), got {value!r}")
 
+    check.rule = f"divides {field}"
     return check
 
 
+@rule("names of letters, digits, '_' or '-'")
 def identifier(instance: Any, attribute: Any, names: Iterable[str]) -> None:
     """Every name (e.g. a stage's, which names a folder) is letters, digits, ``_`` or ``-``."""
     for name in names:
@@ -93,6 +110,7 @@ def identifier(instance: Any, attribute: Any, names: Iterable[str]) -> None:
                              f"folder name), got {name!r}")
 
 
+@rule("letters, digits, spaces, '_', '-', '.'")
 def folder_name(instance: Any, attribute: Any, name: str) -> None:
     """A name that is used as one folder's name (``runs/NAME``): no separators, not ``..``."""
     if not re.fullmatch(r"[A-Za-z0-9_. -]*", name) or name.strip(".") == "" and name:
@@ -109,6 +127,7 @@ def _rule(holds: Callable[[Any], bool], rule: str, note: str = "") -> Validator:
         if not holds(value):
             raise ValueError(f"'{attribute.name}' must be {text}, got {value!r}")
 
+    check.rule = text
     return check
 
 

@@ -187,10 +187,13 @@ class GatedPixelCNNOptions:
     right (``filter_size`` odd); ``channels`` features per stack (the paper's "conv channels");
     ``residual_channels`` features in the skip path and output head (Table 4: 1280)."""
 
-    layers: int = attrs.field(default=6, validator=up_to(256))
-    filter_size: int = attrs.field(default=3, validator=[odd, at_most(63)])
-    channels: int = attrs.field(default=48, validator=up_to(16384))
-    residual_channels: int = attrs.field(default=96, validator=up_to(16384))
+    layers: int = attrs.field(default=6, validator=up_to(256), metadata={"doc": "gated layers"})
+    filter_size: int = attrs.field(default=3, validator=[odd, at_most(63)],
+                                 metadata={"doc": "each layer reaches filter_size // 2 pixels further up, left and right"})
+    channels: int = attrs.field(default=48, validator=up_to(16384),
+                              metadata={"doc": "features per stack (the paper's conv channels)"})
+    residual_channels: int = attrs.field(default=96, validator=up_to(16384),
+                                       metadata={"doc": "features of the skip path and output head (the paper's residual channels)"})
 
 
 class GatedPixelCNN(SliceDecoder):
