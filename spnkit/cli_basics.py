@@ -1,6 +1,7 @@
 """What the ``spnkit`` command says about itself: its version (``--version``), examples under
-every subcommand's ``--help``, and shell completion scripts (``spnkit completion SHELL``, made
-by shtab from the parser itself, so they know every subcommand and option)."""
+every subcommand's ``--help``, shell completion scripts (``spnkit completion SHELL``, made by
+shtab from the parser itself, so they know every subcommand and option), and the recipes that
+ship with it (``spnkit recipes``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import argparse
 import importlib.metadata
 
 import shtab
+
+from spnkit import bundled
 
 EXAMPLES = {
     "plugins": ["spnkit plugins", "spnkit --strict-plugins plugins      # a plugin that fails to load is an error"],
@@ -27,6 +30,8 @@ EXAMPLES = {
     "sample": ["spnkit sample recipes/quickstart.toml --count 16 --temperature 0.9 -o grid.png",
                "spnkit sample recipes/quickstart.toml --complete garment.png --keep planes:1",
                "spnkit sample recipes/quickstart_conditional.toml --class Sneaker --class 8"],
+    "recipes": ["spnkit recipes", "spnkit recipes quickstart > mine.toml     # a copy to edit",
+                "spnkit run quickstart train.steps=200      # a bundled recipe by its name, from any folder"],
     "completion": ["spnkit completion bash > ~/.local/share/bash-completion/completions/spnkit",
                    "spnkit completion zsh > ~/.zfunc/_spnkit     # a folder on your $fpath"],
 }
@@ -57,6 +62,10 @@ def finish(top: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--version`` and the ``completion`` subcommand to ``top``, mark path arguments for
     completion, and put each subcommand's examples under its ``--help``."""
     top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    listing = _commands(top).add_parser("recipes", help="list the recipes that ship with spnkit, or print one")
+    listing.add_argument("name", nargs="?", choices=bundled.names(), metavar="NAME",
+                         help="print this recipe (its TOML, comments included)")
+    listing.set_defaults(func=show_recipes)
     completion = _commands(top).add_parser("completion", help="print a shell completion script for spnkit")
     completion.add_argument("shell", choices=shtab.SUPPORTED_SHELLS, help="the shell to complete in")
     completion.set_defaults(func=lambda args: print(shtab.complete(top, args.shell), end=""))
@@ -71,3 +80,15 @@ def finish(top: argparse.ArgumentParser) -> argparse.ArgumentParser:
             sub.formatter_class = argparse.RawDescriptionHelpFormatter
             sub.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
     return top
+
+
+def show_recipes(args: argparse.Namespace) -> None:
+    """``spnkit recipes``: each bundled recipe's name and what it is; ``spnkit recipes NAME``: its text."""
+    if args.name:
+        print((bundled.FOLDER / f"{args.name}.toml").read_text(), end="")
+        return
+    names = bundled.names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name.ljust(width)}  {bundled.summary(name)}".rstrip())
+    print(f"\n(in {bundled.FOLDER}; `spnkit run NAME` runs one from any folder)")
