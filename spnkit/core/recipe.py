@@ -99,7 +99,11 @@ class TrainConfig:
     """The training loop (``spnkit.engine.train``): how long, on how many images, and the Polyak
     average of the weights that evaluation and sampling use (the paper's 0.9999)."""
 
-    steps: int = attrs.field(default=1000, validator=in_range(0, 2**40), metadata={"doc": "optimizer steps per stage"})
+    steps: int = attrs.field(default=1000, validator=in_range(0, 2**40),
+                             metadata={"doc": "optimizer steps per stage (0 with seconds > 0: no step limit)"})
+    seconds: float = attrs.field(default=0.0, validator=at_least(0, "0: no time budget"),
+                                 metadata={"doc": "training time per stage: stop at the first checkpoint past it "
+                                                  "(with steps: whichever comes first)"})
     batch_size: int = attrs.field(default=32, validator=up_to(65536),
                                 metadata={"doc": "images per step over all processes"})
     pixels_per_batch: int = attrs.field(default=0, validator=in_range(0, 2**31, note="0: use batch_size"),

@@ -42,9 +42,10 @@ def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:
 
 
 def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, progress: bool = True,
-          backend: Backend | None = None, split: Split | None = None) -> str:
+          backend: Backend | None = None, split: Split | None = None, trained: dict | None = None) -> str:
     """Train the named stages (default: all, in order) on ``backend`` (default: the recipe's)
-    from the training split (``split``, default: read it); returns where the data came from."""
+    from the training split (``split``, default: read it); returns where the data came from.
+    ``trained``, if given, gets ``{stage: (steps, seconds)}``: how far each stage trained."""
     backend = backend or start_backend(resolved.recipe.runtime)
     split = load_split(resolved.recipe.data, "train") if split is None else split
     prepare(out)
@@ -59,6 +60,8 @@ def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, 
             for name in stages or list(resolved.recipe.stages):
                 trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
                 trainer.train(sinks, progress=progress)
+                if trained is not None:
+                    trained[name] = trainer.step, trainer.seconds
         finally:
             for sink in sinks:
                 sink.close()
@@ -162,7 +165,7 @@ def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path:
         images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
 
 
-def evaluated_weights(ema: float, steps: int) -> dict:
+def evaluated_weights(ema: float, steps: int | dict[str, int]) -> dict:
     """What ``summary.json`` says of the weights it scored: the Polyak average (its decay, the
     warm-up and how many updates it saw), or the raw weights when ``ema = 0``."""
     if not ema:
@@ -180,16 +183,22 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
     split, test = load_split(data, "train"), load_split(data, "test")
     prepare(out)
     with claim(out, "run", enabled=backend.is_main):
-        origin = train(resolved, out, progress=progress, backend=backend, split=split)
+        trained = {}
+        origin = train(resolved, out, progress=progress, backend=backend, split=split, trained=trained)
         pipeline = load_trained(resolved, out).to(backend.device)
         result = evaluation(resolved, pipeline, progress, backend, test)
         config = resolved.recipe.train
+        steps = {name: done for name, (done, _) in trained.items()}
+        if config.seconds:  # a time budget: stages stop at different steps
+            budget = {"steps": steps, "train_seconds": {name: round(t, 1) for name, (_, t) in trained.items()}}
+        else:
+            budget = {"steps": config.steps}
         summary = {
             **result,
-            "weights": evaluated_weights(config.ema, config.steps),
+            "weights": evaluated_weights(config.ema, steps if config.seconds else config.steps),
             "train_data": origin,
-            "steps": config.steps,
-            "images_seen": {name: config.steps * resolved.batch_size for name in resolved.recipe.stages},
+            **budget,
+            "images_seen": {name: done * resolved.batch_size for name, done in steps.items()},
             "parameters": {name: sum(p.numel() for p in stage.parameters())
                            for name, stage in pipeline.stages.items()},
             "processes": backend.world,

@@ -63,6 +63,8 @@ class StageTrainer:
         self.side = resolved.side
         self.batch_size = resolved.batch_size
         self.step = 0
+        self.seconds = 0.0  # training time at the last checkpoint, over every session (train.seconds)
+        self.clock = time.monotonic  # what measures it
         device = self.backend.device
         self._cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
@@ -90,6 +92,7 @@ class StageTrainer:
             "ema_updates": self.ema.updates,
             "optimizer": self.backend.optimizer_state(self.stage, self.optimizer),
             "step": self.step,
+            "seconds": self.seconds,
             "data": merge_states(self.backend.gather(self.batches.state())),
             "rng": self.rng,
         }
@@ -107,6 +110,7 @@ class StageTrainer:
         self.ema.updates = state["ema_updates"]
         self.backend.load_optimizer_state(self.stage, self.optimizer, state["optimizer"])
         self.step = state["step"]
+        self.seconds = state.get("seconds", 0.0)  # checkpoints from before time budgets: none spent
         self.rng = state["rng"]
 
     def save(self) -> None:
@@ -168,11 +172,18 @@ class StageTrainer:
         self.step += 1
         return total, norm
 
+    def out_of_time(self) -> bool:
+        """Whether the training time at the last checkpoint has reached ``train.seconds``."""
+        return 0 < self.config.seconds <= self.seconds
+
     def train(self, sinks: list[MetricSink] = (), progress: bool = True, until: int | None = None) -> None:
-        """Train up to ``until`` (default: ``train.steps``), checkpointing as configured; every
-        ``logging.every`` steps the main process writes the loss averaged over every process to
-        ``sinks``."""
-        until = self.config.steps if until is None else until
+        """Train up to ``until`` (default: ``train.steps``; none when it is 0 and ``train.seconds``
+        is set) and within ``train.seconds``, checkpointing as configured: the time is counted at
+        each checkpoint and kept in it, so training stops at the first checkpoint past the budget
+        and a resumed run goes on counting from there. Every ``logging.every`` steps the main
+        process writes the loss averaged over every process to ``sinks``."""
+        if until is None:
+            until = self.config.steps if self.config.steps or not self.config.seconds else None
         main = self.backend.is_main
         sinks = sinks if main else ()
         for sink in sinks:
@@ -181,7 +192,8 @@ class StageTrainer:
         bar = tqdm(total=until, initial=self.step, desc=f"train {self.name}", disable=not (progress and main),
                    dynamic_ncols=True)
         started, images_seen = time.perf_counter(), 0
-        while self.step < until:
+        session, before = self.clock(), self.seconds  # this session's start, the time spent before it
+        while (until is None or self.step < until) and not self.out_of_time():
             with fits_in_memory(f"training stage {self.name!r}", "lower train.batch_size (or raise train.accumulate), "
                                 "or narrow the stage's layers"):
                 loss, norm = self.train_step()
@@ -197,6 +209,8 @@ class StageTrainer:
                 for sink in sinks:
                     sink.write(record)
             if self.step % self.config.checkpoint_every == 0 or self.step == until:
+                # every process stops at the same checkpoint: they agree on the slowest one's time
+                self.seconds = max(self.backend.gather(before + self.clock() - session))
                 self.save()
             bar.update(1)
         bar.close()
