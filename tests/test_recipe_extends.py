@@ -1,6 +1,7 @@
 """Recipes that extend others: merged key by key, chains, cycles and bad bases as error lines,
 and the shipped recipes that use it equal to the hand-written recipes they replaced."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,10 @@ def test_a_bad_base_is_named(tmp_path):
     write(tmp_path / "leaf.toml", {"extends": "root.toml"})
     with pytest.raises(RecipeError, match=r"root\.toml: invalid TOML"):
         build.load(str(tmp_path / "leaf.toml"))
+
+
+def test_a_bundled_recipe_extends_its_bundled_base(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: the bare name is the bundled recipe
+    assert cli.main(["show", "quickstart_conditional"]) == 0
+    shown = build.validate(tomllib.loads(capsys.readouterr().out))
+    assert shown.to_dict() == build.load(str(TWINS / "quickstart_conditional.toml")).to_dict()
