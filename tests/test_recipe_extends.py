@@ -1,7 +1,6 @@
 """Recipes that extend others: merged key by key, chains, cycles and bad bases as error lines,
 and the shipped recipes that use it equal to the hand-written recipes they replaced."""
 
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ import tomli_w
 
 from spnkit import cli
 from spnkit.core import build
-from spnkit.core.recipe import RecipeError, merge, read
+from spnkit.core.recipe import RecipeError, merge, read, tomllib  # tomli before Python 3.11
 from spnkit.engine.checkpoint import stage_fingerprint
 
 ROOT = Path(__file__).parents[1]
