@@ -99,6 +99,12 @@ def cmd_options(args: argparse.Namespace) -> None:
     print(options_reference.render(sections), end="")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from spnkit.engine.export import export
+
+    print(export(Path(args.run), Path(args.output), _registry(args)))
+
+
 def _out(args: argparse.Namespace, resolved: build.Resolved) -> Path:
     from spnkit.engine.run import default_folder
 
@@ -290,6 +296,10 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument("name", nargs="?", metavar="NAME",
                          help="one recipe section (train, data, stages, ...) or plugin (hybrid, subscale, ...)")
     options.set_defaults(func=cmd_options)
+    export = commands.add_parser("export", help="write a trained run's weights (safetensors) and recipe to share")
+    export.add_argument("run", metavar="RUN_DIR", help="the trained run's folder (spnkit run --out)")
+    export.add_argument("-o", "--output", required=True, metavar="DIR", help="a new or empty folder to write")
+    export.set_defaults(func=cmd_export)
     shard = commands.add_parser("shard", help="write images into WebDataset shards and a manifest")
     shard.add_argument("sources", nargs="+", metavar="SOURCE",
                        help="a folder of images (class_name/image.png gives labels), IDX files, .npy or .npz arrays")

@@ -16,6 +16,7 @@ EXAMPLES = {
     "plugins": ["spnkit plugins", "spnkit --strict-plugins plugins      # a plugin that fails to load is an error"],
     "options": ["spnkit options", "spnkit options hybrid      # one plugin's options",
                 "spnkit options train       # one recipe section"],
+    "export": ["spnkit export runs/quickstart -o quickstart-model     # then spnkit.load(\"quickstart-model\")"],
     "shard": ["spnkit shard ~/celeba-hq data/celebahq256 --size 256 --split train=27000,test=rest",
               "spnkit shard /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz data/fmnist --split test"],
     "compress": ["spnkit compress recipes/quickstart.toml shirts/ fm_003.png -o set.spnz --run runs/quickstart"],

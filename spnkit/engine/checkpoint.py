@@ -144,7 +144,7 @@ def load(folder: Path, use: Callable[[dict], None] | None = None) -> dict | None
             except RuntimeError as exc:
                 if not str(exc).startswith("Error(s) in loading state_dict"):
                     raise
-                raise _Unusable(f"checkpoint {path} does not fit the model ({_mismatch(exc)})") from None
+                raise _Unusable(f"checkpoint {path} does not fit the model ({mismatch(exc)})") from None
             return state
         except _Unusable as exc:
             reasons.append(str(exc))
@@ -209,7 +209,7 @@ def _why(exc: Exception) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
-def _mismatch(exc: RuntimeError) -> str:
+def mismatch(exc: RuntimeError) -> str:
     """The first problem in ``load_state_dict``'s error, e.g. ``decoder.w has shape [4, 2] in the
     file, [8, 2] in the model``."""
     lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc).splitlines()[0]]
