@@ -3,7 +3,8 @@
 Drawing the noise for every subpixel before sampling starts makes the draws independent of
 the order in which a decoder computes its logits, so the reference path and any cached fast
 path draw exactly the same samples from the same seed. Both run the one subpixel loop,
-``draw_slice``, over a ``SliceCache`` that gives the logits of the next pixel.
+``draw_slice``, over a ``SliceCache`` that gives the logits of the next pixel; classifier-free
+guidance runs it over a ``GuidedCache`` of two.
 """
 
 from __future__ import annotations
@@ -84,7 +85,49 @@ class SliceCache(abc.ABC):
         """Work done once a row is complete."""
 
 
-def draw_slice(cache: SliceCache, inputs: PixelInputs, noise: torch.Tensor, temperature: float = 1.0,
+class GuidedCache(SliceCache):
+    """Classifier-free guidance: the logits ``(1 + W) * cond - W * uncond`` of two caches over
+    the same subpixels, one given the images' labels, one given "no label" (``W`` = ``weight``;
+    0 gives ``cond`` itself, bit for bit)."""
+
+    def __init__(self, cond: SliceCache, uncond: SliceCache, weight: float) -> None:
+        self.cond, self.uncond, self.weight = cond, uncond, weight
+
+    def _guide(self, cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+        return (1 + self.weight) * cond - self.weight * uncond
+
+    def start_pixel(self, row: int, col: int) -> None:
+        self.cond.start_pixel(row, col)
+        self.uncond.start_pixel(row, col)
+
+    def pixel_logits(self, row: int, col: int) -> torch.Tensor:
+        return self._guide(self.cond.pixel_logits(row, col), self.uncond.pixel_logits(row, col))
+
+    def channel_logits(self, row: int, col: int, channel: int) -> torch.Tensor:
+        return self._guide(self.cond.channel_logits(row, col, channel),
+                           self.uncond.channel_logits(row, col, channel))
+
+    def finish_row(self, row: int) -> None:
+        self.cond.finish_row(row)
+        self.uncond.finish_row(row)
+
+
+class TwinInputs:
+    """The ``PixelInputs`` of a ``GuidedCache``'s two caches, set together: both see every draw."""
+
+    def __init__(self, cond: PixelInputs, uncond: PixelInputs) -> None:
+        self.cond, self.uncond = cond, uncond
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.cond.values
+
+    def set(self, row: int, col: int, channel: int, value: torch.Tensor) -> None:
+        self.cond.set(row, col, channel, value)
+        self.uncond.set(row, col, channel, value)
+
+
+def draw_slice(cache: SliceCache, inputs: PixelInputs | TwinInputs, noise: torch.Tensor, temperature: float = 1.0,
                given: torch.Tensor | None = None) -> torch.Tensor:
     """Draw a slice subpixel by subpixel (raster order, channels inside a pixel) from the logits
     of ``cache``, writing each draw into ``inputs``.

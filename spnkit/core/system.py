@@ -21,9 +21,10 @@ from spnkit.core.interfaces import (
     Quantizer,
     SliceDecoder,
     Stage,
+    _FullPasses,
     one_hot,
 )
-from spnkit.core.sampling import gumbel_noise
+from spnkit.core.sampling import GuidedCache, PixelInputs, TwinInputs, draw_slice, gumbel_noise
 
 SIDE_HINT = "pass side (labels [B] or vectors [B, K])"
 
@@ -224,7 +225,11 @@ class AutoregressiveStage(Stage):
     def sample(self, batch: int, *, cond: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
                reference: bool = False, given: torch.Tensor | None = None,
-               side: torch.Tensor | None = None) -> torch.Tensor:
+               side: torch.Tensor | None = None, guidance: float | None = None) -> torch.Tensor:
+        """See ``Stage.sample``. ``guidance`` ``W`` (labels only): classifier-free guidance, each
+        subpixel drawn from ``(1 + W) * cond - W * uncond`` logits, ``uncond`` given "no label"
+        (a conditioner with ``null_class``, trained with ``drop_labels > 0``); ``W = 0`` draws
+        exactly what ``guidance=None`` (no guidance) draws. An unconditional stage ignores it."""
         dtype = next(self.decoder.parameters()).dtype
         device = next(self.decoder.parameters()).device
         shape = (batch, self.num_slices, self.levels, self.channels, self.slice_height, self.slice_width)
@@ -237,10 +242,17 @@ class AutoregressiveStage(Stage):
             slices[:, : self.given_slices] = self.ordering.to_slices(prefix)[:, : self.given_slices]
         cond_slices = self._cond_slices(cond, dtype)
         side_h = self._side_vector(side, batch)
+        null_h = None
+        if guidance is not None and side_h is not None:
+            if side.dim() != 1:
+                raise ValueError("guidance takes labels (a conditioner with a 'no label' row), not vectors")
+            null_h = self._side_vector(torch.full_like(side, -1), batch)
         given_slices = None if given is None else self.ordering.to_slices(given)
         draw = self.decoder.sample_reference if reference else self.decoder.sample
         side = () if side_h is None else (side_h,)
         encode = None if self.encoder is None else self.encoder.sampling_context(slices, cond_slices, *side)
+        encode_null = None if null_h is None or encode is None else \
+            self.encoder.sampling_context(slices, cond_slices, null_h)
         # for an encoder without its own sampling path: [B, N, L, C, h, w], kept up to date
         slices_one_hot = one_hot(slices, self.levels, dtype).movedim(1, 2) if encode is None else None
         for t in range(self.given_slices, self.num_slices):
@@ -248,10 +260,32 @@ class AutoregressiveStage(Stage):
                 context = self._context(slices_one_hot, torch.full((batch,), t, device=device), cond_slices, side_h)
             else:
                 context = self._with_side(encode(t), side_h)
-            slices[:, t] = draw(noise[:, t], context=context, temperature=temperature, given=None if given is None else given_slices[:, t])
+            kept = None if given is None else given_slices[:, t]
+            if null_h is None:
+                slices[:, t] = draw(noise[:, t], context=context, temperature=temperature, given=kept)
+            else:
+                if encode is None:
+                    uncond = self._context(slices_one_hot, torch.full((batch,), t, device=device), cond_slices, null_h)
+                else:
+                    uncond = self._with_side(encode_null(t), null_h)
+                slices[:, t] = guided_slice(self.decoder, noise[:, t], context, uncond, guidance, temperature,
+                                            kept, reference)
             if encode is None:
                 slices_one_hot[:, t] = one_hot(slices[:, t], self.levels, dtype)
         return self.ordering.from_slices(slices, self.height, self.width)
+
+
+def guided_slice(decoder: SliceDecoder, noise: torch.Tensor, context: torch.Tensor | None,
+                 uncond: torch.Tensor | None, weight: float, temperature: float = 1.0,
+                 given: torch.Tensor | None = None, reference: bool = False) -> torch.Tensor:
+    """A slice drawn with classifier-free guidance: ``decoder``'s logits given ``context`` (with
+    the labels) and given ``uncond`` (with "no label"), each from its own cache (full forward
+    passes when ``reference``), mixed per subpixel by ``sampling.GuidedCache``. Noise, given
+    values and result as for ``SliceDecoder.sample``."""
+    inputs = TwinInputs(PixelInputs(noise), PixelInputs(noise))
+    caches = [_FullPasses(decoder, half, ctx) if reference else decoder.slice_cache(half, ctx)
+              for half, ctx in ((inputs.cond, context), (inputs.uncond, uncond))]
+    return draw_slice(GuidedCache(*caches, weight), inputs, noise, temperature, given)
 
 
 class Pipeline(nn.Module):
@@ -303,9 +337,10 @@ class Pipeline(nn.Module):
     def sample(self, batch: int, image_shape: tuple[int, int, int], *, temperatures: dict[str, float] | None = None,
                generator: torch.Generator | None = None, reference: bool = False,
                known: torch.Tensor | None = None, masks: list[torch.Tensor] | None = None,
-               side: torch.Tensor | None = None) -> torch.Tensor:
+               side: torch.Tensor | None = None, guidance: float | None = None) -> torch.Tensor:
         """Draw ``[B, C, H, W]`` long images through every stage, given ``side`` (per image)
-        for conditional stages.
+        for conditional stages; ``guidance`` ``W``: classifier-free guidance in each of them (see
+        ``AutoregressiveStage.sample``).
 
         Completion: ``known [B, C, H, W]`` long is an image whose bit planes are kept where
         ``masks[p] [B, C, H, W]`` bool (one mask per plane) is set; the rest is sampled. That is
@@ -326,8 +361,9 @@ class Pipeline(nn.Module):
             given = None
             if known_planes is not None:
                 given = torch.where(masks[plane].to(device), known_planes[plane], -1)[..., ::down, ::down]
+            guided = {} if guidance is None else {"guidance": guidance}  # stages of other kinds need not take it
             drawn = stage.sample(batch, cond=cond, prefix=prefix, temperature=temperatures.get(name, 1.0),
-                                 generator=generator, reference=reference, given=given, side=side)
+                                 generator=generator, reference=reference, given=given, side=side, **guided)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)
 
