@@ -94,7 +94,8 @@ def test_run_writes_summary_samples_curves_and_metrics(recipe_path, tmp_path, ca
     for name in ("samples.png", "curves.png", "metrics.jsonl"):
         assert (out / name).stat().st_size > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {r["stage"] for r in records} == {"low", "high"}
+    assert {r["stage"] for r in records if "stage" in r} == {"low", "high"}
+    assert [r["kind"] for r in records if "stage" not in r] == ["evaluation"]
 
     assert cli.main(["eval", str(recipe_path), "--out", str(out), "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_bits_per_dim"] == pytest.approx(summary["test_bits_per_dim"])

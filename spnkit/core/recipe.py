@@ -40,6 +40,7 @@ from spnkit.core.validators import (
     in_range,
     non_empty,
     non_negative,
+    one_of,
     positive,
     rule,
     up_to,
@@ -161,9 +162,14 @@ class ScheduleConfig:
 
 @attrs.frozen
 class LoggingConfig:
-    """What training reports: a metrics record every ``every`` steps."""
+    """What training reports: a metrics record every ``every`` steps, to each of ``sinks``."""
 
     every: int = attrs.field(default=10, validator=positive, metadata={"doc": "steps between metrics records"})
+    sinks: list[str] = attrs.field(
+        factory=lambda: ["jsonl", "tensorboard"], validator=each(one_of(("jsonl", "tensorboard", "wandb"))),
+        metadata={"doc": "where metrics go: jsonl (always, OUT/metrics.jsonl), tensorboard (OUT/tensorboard), "
+                         "wandb (Weights & Biases); one asked for and not installed is an error, the default's "
+                         "tensorboard a warning"})
 
 
 @attrs.frozen

@@ -9,17 +9,26 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def save_grid(images: np.ndarray, path: Path, columns: int | None = None, scale: int = 2) -> None:
-    """``images [N, C, H, W]`` uint8 (C = 1 or 3) -> one PNG grid with 2-pixel gutters."""
+def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """``images [N, C, H, W]`` uint8 -> one grid ``[H', W', C]`` uint8 with 2-pixel white
+    gutters, ``columns`` wide (default: square)."""
     n, c, h, w = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
-    grid = np.full((rows * (h + 2) + 2, columns * (w + 2) + 2, c), 255, dtype=np.uint8)
+    tiled = np.full((rows * (h + 2) + 2, columns * (w + 2) + 2, c), 255, dtype=np.uint8)
     for k, image in enumerate(images):
         r, col = divmod(k, columns)
-        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = image.transpose(1, 2, 0)
-    picture = Image.fromarray(grid[..., 0] if c == 1 else grid)
+        tiled[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = image.transpose(1, 2, 0)
+    return tiled
+
+
+def save_grid(images: np.ndarray, path: Path, columns: int | None = None, scale: int = 2) -> np.ndarray:
+    """``images [N, C, H, W]`` uint8 (C = 1 or 3) -> one PNG grid (see ``grid``), each pixel
+    ``scale`` x ``scale``; returns the grid."""
+    tiled = grid(images, columns)
+    picture = Image.fromarray(tiled[..., 0] if tiled.shape[2] == 1 else tiled)
     picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)
+    return tiled
 
 
 def load_image(path: Path, channels: int) -> np.ndarray:
@@ -34,6 +43,7 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def plot_curves(records: list[dict], path: Path, size: tuple[int, int] = (640, 400)) -> None:
     """Training bits/dim per stage against steps, one line per stage."""
+    records = [r for r in records if "stage" in r]  # training records, not evaluations
     width, height = size
     left, right, top, bottom = 60, 20, 30, 40
     picture = Image.new("RGB", size, "white")

@@ -5,6 +5,7 @@ Output folder layout::
     OUT/stages/NAME/checkpoint.pt   (and checkpoint.prev.pt)
     OUT/metrics.jsonl   OUT/curves.png   OUT/samples.png   OUT/summary.json
     OUT/recipe.toml   OUT/plugins.json   (written when training starts: see run_record)
+    OUT/tensorboard/   OUT/wandb/   OUT/wandb-id   (the metric sinks asked for: see metrics)
     OUT/.spnkit.lock    (held by the one spnkit process using the folder)
 
 The folder is checked (a folder, writable) before any work and claimed for the whole job
@@ -13,8 +14,10 @@ The folder is checked (a folder, writable) before any work and claimed for the w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,30 +45,41 @@ def default_folder(resolved: build.Resolved, recipe_path: str) -> Path:
 
 
 def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, progress: bool = True,
-          backend: Backend | None = None, split: Split | None = None, trained: dict | None = None) -> str:
+          backend: Backend | None = None, split: Split | None = None, trained: dict | None = None,
+          sinks: list[MetricSink] | None = None) -> str:
     """Train the named stages (default: all, in order) on ``backend`` (default: the recipe's)
     from the training split (``split``, default: read it); returns where the data came from.
-    ``trained``, if given, gets ``{stage: (steps, seconds)}``: how far each stage trained."""
+    ``trained``, if given, gets ``{stage: (steps, seconds)}``: how far each stage trained.
+    Records go to ``sinks`` (default: the recipe's, opened and closed here)."""
     backend = backend or start_backend(resolved.recipe.runtime)
     split = load_split(resolved.recipe.data, "train") if split is None else split
     prepare(out)
     with claim(out, "train", enabled=backend.is_main):
         if backend.is_main:
             write_run_record(resolved, out)
-            with writing(out):
-                sinks = [_Guarded(sink, getattr(sink, "path", out)) for sink in open_sinks(out)]
-        else:
-            sinks = []
-        try:
+        opened = metric_sinks(resolved, out, backend) if sinks is None else contextlib.nullcontext(sinks)
+        with opened as sinks:
             for name in stages or list(resolved.recipe.stages):
                 trainer = StageTrainer(resolved, name, split.shards, out / "stages" / name, backend)
                 trainer.train(sinks, progress=progress)
                 if trained is not None:
                     trained[name] = trainer.step, trainer.seconds
-        finally:
-            for sink in sinks:
-                sink.close()
     return split.origin
+
+
+@contextlib.contextmanager
+def metric_sinks(resolved: build.Resolved, out: Path, backend: Backend) -> Iterator[list[MetricSink]]:
+    """The recipe's metric sinks writing into ``out`` on the main process (none on the others),
+    each failure to write one ``OutputError``; closed at the end of the block."""
+    sinks = []
+    if backend.is_main:
+        with writing(out):
+            sinks = [_Guarded(sink, getattr(sink, "path", out)) for sink in open_sinks(out, resolved)]
+    try:
+        yield sinks
+    finally:
+        for sink in sinks:
+            sink.close()
 
 
 class _Guarded:
@@ -81,6 +95,10 @@ class _Guarded:
     def write(self, record: dict) -> None:
         with writing(self.path):
             self.sink.write(record)
+
+    def evaluation(self, result: dict, step: int, samples: np.ndarray | None) -> None:
+        with writing(self.path):
+            self.sink.evaluation(result, step, samples)
 
     def close(self) -> None:
         with writing(self.path):
@@ -157,12 +175,13 @@ def test_vectors(resolved: build.Resolved, count: int, test: Split) -> torch.Ten
 
 
 def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path: Path,
-                 labels: list[int] | None = None, **options) -> None:
+                 labels: list[int] | None = None, **options) -> np.ndarray:
     """A PNG grid of samples: for class-conditional recipes one row of ``count`` per class
-    (``labels``, default every class), else ``count`` images in a square grid."""
+    (``labels``, default every class), else ``count`` images in a square grid. Returns the grid
+    ``[H, W, C]`` uint8."""
     drawn = sample(resolved, pipeline, count, labels=labels, **options)
     with writing(path):
-        images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
+        return images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
 
 
 def evaluated_weights(ema: float, steps: int | dict[str, int]) -> dict:
@@ -182,9 +201,9 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
     data = resolved.recipe.data
     split, test = load_split(data, "train"), load_split(data, "test")
     prepare(out)
-    with claim(out, "run", enabled=backend.is_main):
+    with claim(out, "run", enabled=backend.is_main), metric_sinks(resolved, out, backend) as sinks:
         trained = {}
-        origin = train(resolved, out, progress=progress, backend=backend, split=split, trained=trained)
+        origin = train(resolved, out, progress=progress, backend=backend, split=split, trained=trained, sinks=sinks)
         pipeline = load_trained(resolved, out).to(backend.device)
         result = evaluation(resolved, pipeline, progress, backend, test)
         config = resolved.recipe.train
@@ -208,7 +227,9 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
             count = resolved.recipe.sample.count
             if resolved.classes is not None:
                 count = max(1, count // resolved.classes)  # a row per class
-            save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test, progress=progress)
+            grid = save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test, progress=progress)
+            for sink in sinks:
+                sink.evaluation(result, max(steps.values(), default=0), grid)
             metrics = out / "metrics.jsonl"
             with writing(metrics, "read"):
                 lines = metrics.read_text().splitlines() if metrics.exists() else []
