@@ -184,15 +184,15 @@ def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
     return labels
 
 
-def _check_null_class(resolved: build.Resolved) -> None:
+def _check_null_class(resolved: build.Resolved, option: str = "--class none") -> None:
     for name, plan in resolved.stages.items():
         conditioner = plan.conditioner
         if conditioner is None:
             continue
         if not getattr(conditioner.options, "null_class", False):
-            raise UserError(f"--class none: stages.{name}.conditioner has no 'no label' row (null_class = false)")
+            raise UserError(f"{option}: stages.{name}.conditioner has no 'no label' row (null_class = false)")
         if not getattr(conditioner.options, "drop_labels", 0):
-            warnings.warn(f"--class none: stages.{name}.conditioner was not trained without labels "
+            warnings.warn(f"{option}: stages.{name}.conditioner was not trained without labels "
                           "(drop_labels = 0), so its 'no label' row is untrained", stacklevel=2)
 
 
@@ -220,6 +220,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
             raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
                             f"the recipe's images are {data.width}x{data.height}")
     labels = _labels(resolved, args.classes) if args.classes else None
+    if args.guidance is not None:
+        if not math.isfinite(args.guidance):
+            raise UserError(f"--guidance: must be a finite number, got {args.guidance}")
+        if resolved.classes is None:
+            raise UserError("--guidance: the recipe's stages are not class-conditional (no stage has a conditioner)")
+        _check_null_class(resolved, "--guidance")
     target = Path(args.output) if args.output else None  # default: OUT/sampled-N.png, not the run's samples.png
     # writing into OUT: the folder's only user; writing elsewhere: a reader, beside other readers
     into_out = target is None or target.resolve().parent.is_relative_to(out.resolve())
@@ -233,7 +239,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         prepare(target.parent, "--output" if args.output else "--out", create=False)
         run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature,
                          complete=complete, seed=args.seed, keep=args.keep, reference=args.reference,
-                         progress=not args.quiet)
+                         progress=not args.quiet, guidance=args.guidance)
     print(f"wrote {target}")
 
 
@@ -367,6 +373,9 @@ def parser() -> argparse.ArgumentParser:
                                   "(repeatable; default: every class); 'none': no label")
             sub.add_argument("-o", "--output", help="PNG path (default: OUT/sampled-N.png, the first N free; "
                                                     "the run's own samples.png is kept)")
+            sub.add_argument("--guidance", type=float, metavar="W",
+                             help="class-conditional recipes trained with drop_labels: classifier-free guidance, "
+                                  "logits (1+W) cond - W uncond per subpixel (0: plain conditional sampling)")
             sub.add_argument("--reference", action="store_true",
                              help="use the slow reference path (one full forward pass per subpixel)")
     return cli_basics.finish(top)

@@ -16,14 +16,15 @@ from spnkit.data import DataError
 @torch.no_grad()
 def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], to_levels: Callable[[torch.Tensor], torch.Tensor],
                  limit: int = 0, total: int | None = None, progress: bool = True, side: str | None = None,
-                 backend: Backend | None = None, origin: str | None = None) -> dict:
+                 backend: Backend | None = None, origin: str | None = None, no_labels: bool = False) -> dict:
     """``{"test_bits_per_dim": system, "stages": {name: share}, "images": N}`` over ``batches``
     (dicts with ``images`` ``[B, C, H, W]`` uint8 and ``valid`` ``[B]`` bool, as
     ``spnkit.data.loader.exact_batches`` yields; ``to_levels``, the data config's, maps the
     pixels to what the pipeline models), the first ``limit`` valid images when
     ``limit > 0``; ``side`` (``"labels"`` or ``"vectors"``): given each image's side information
     (``labels`` ``[B]`` int64 or ``vectors`` ``[B, K]``), so the result is the conditional
-    bits/dim. With a multi-process ``backend``, each process passes its share of the batches
+    bits/dim; with ``no_labels`` too, every label is "no label" (``-1``), so a model trained with
+    dropped labels gives its ``p(x)``. With a multi-process ``backend``, each process passes its share of the batches
     and the totals are summed over processes. Each stage's share is its NLL in bits over all
     dims of the image, so the shares add up to the system.
 
@@ -48,7 +49,7 @@ def bits_per_dim(pipeline: Pipeline, batches: Iterable[dict], to_levels: Callabl
             dims = images[0].numel()
             given = batch[side].to(device) if side else None
             if side == "labels":  # padding rows get a valid label; they do not count
-                given = torch.where(valid, given, 0)
+                given = torch.full_like(given, -1) if no_labels else torch.where(valid, given, 0)
             for name, log_prob in pipeline.log_prob(images, given).items():
                 totals[name] += -(log_prob.double() * valid).sum().item()
             count += taken
@@ -86,8 +87,16 @@ def _check_complete(count: int, skipped: int, limit: int, total: int | None, ori
 
 def describe(result: dict) -> str:
     """``test bits/dim 3.21 = 0.71 (low) + 2.50 (high)``, as the paper reports systems; damaged
-    samples passed over on the way to ``eval.max_images`` are counted."""
-    parts = " + ".join(f"{bpd:.4f} ({name})" for name, bpd in result["stages"].items())
+    samples passed over on the way to ``eval.max_images`` are counted; the figure without
+    labels follows on a second line where there is one."""
     skipped = len(result.get("skipped") or [])
     noted = f"; {skipped} damaged sample{'s' if skipped != 1 else ''} skipped" if skipped else ""
-    return f"test bits/dim {result['test_bits_per_dim']:.4f} = {parts}  [{result['images']} images{noted}]"
+    text = f"test bits/dim {_terms(result)}  [{result['images']} images{noted}]"
+    if "no_label" in result:
+        text += f"\nwithout labels ('no label' given): test bits/dim {_terms(result['no_label'])}"
+    return text
+
+
+def _terms(result: dict) -> str:
+    parts = " + ".join(f"{bpd:.4f} ({name})" for name, bpd in result["stages"].items())
+    return f"{result['test_bits_per_dim']:.4f} = {parts}"

@@ -109,7 +109,8 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
                backend: Backend | None = None, split: Split | None = None) -> dict:
     """Exact bits/dim on the test split (``split``, default: read it; the first
     ``eval.max_images`` when set); with several processes each reads its share and the sums
-    are added up."""
+    are added up. A class-conditional system that learned ``p(x)`` too (``learned_no_label``)
+    is also scored without its labels: ``no_label`` holds that figure and its stages'."""
     data = resolved.recipe.data
     split = split or load_split(data, "test")
     skips = SkipLog(data.max_bad_samples)
@@ -117,25 +118,42 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
     rank, world = (backend.rank, backend.world) if backend else (0, 1)
     if world > 1 and resolved.recipe.eval.max_images:
         raise RecipeError(["eval.max_images: evaluate the whole test split when running several processes"])
-    batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, data.shape,
-                            rank=rank, world=world, workers=data.workers, skips=skips, side=side)
-    with fits_in_memory("evaluation", "lower eval.batch_size"):
-        result = evaluate.bits_per_dim(pipeline, batches, data.to_levels, resolved.recipe.eval.max_images,
-                                       split.samples, progress and rank == 0, side=side.kind if side else None,
-                                       backend=backend, origin=split.origin)
+
+    def score(no_labels: bool, skips: SkipLog) -> dict:
+        batches = exact_batches(split.shards, resolved.recipe.eval.batch_size, data.shape,
+                                rank=rank, world=world, workers=data.workers, skips=skips, side=side)
+        with fits_in_memory("evaluation", "lower eval.batch_size"):
+            return evaluate.bits_per_dim(pipeline, batches, data.to_levels, resolved.recipe.eval.max_images,
+                                         split.samples, progress and rank == 0, side=side.kind if side else None,
+                                         backend=backend, origin=split.origin, no_labels=no_labels)
+
+    result = score(False, skips)
+    if learned_no_label(resolved):
+        unlabelled = score(True, SkipLog(data.max_bad_samples))
+        result["no_label"] = {key: unlabelled[key] for key in ("test_bits_per_dim", "stages")}
     return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
+
+
+def learned_no_label(resolved: build.Resolved) -> bool:
+    """Whether the system takes labels and every conditional stage learned ``p(x)`` beside
+    ``p(x | label)``: a "no label" row (``null_class``) that training dropped labels to
+    (``drop_labels > 0``)."""
+    options = [plan.conditioner.options for plan in resolved.stages.values() if plan.conditioner is not None]
+    return resolved.classes is not None and all(
+        getattr(o, "null_class", False) and getattr(o, "drop_labels", 0) > 0 for o in options)
 
 
 def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature: float | None = None,
            complete: np.ndarray | None = None, seed: int | None = None, keep: str = "top",
            reference: bool = False, labels: list[int] | None = None, test: Split | None = None,
-           progress: bool = False) -> np.ndarray:
+           progress: bool = False, guidance: float | None = None) -> np.ndarray:
     """``count`` images ``[N, C, H, W]`` uint8 through the whole chain; ``complete`` (an image
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest.
     For class-conditional recipes, ``labels`` gives ``count`` images of each class in turn
     (default: every class; ``N = count * len(labels)``); vector-conditioned recipes take the
     vectors of the first ``count`` images of the test split (``test``, default: read it).
-    ``progress``: a bar over the subpixels drawn, with images/s at the end."""
+    ``progress``: a bar over the subpixels drawn, with images/s at the end. ``guidance`` ``W``:
+    classifier-free guidance with weight ``W`` (see ``AutoregressiveStage.sample``)."""
     side = None
     if resolved.classes is not None:
         labels = list(range(resolved.classes)) if labels is None else labels
@@ -156,7 +174,7 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     with fits_in_memory(f"sampling {count} images", "sample fewer at once (--count, sample.count)"), \
             sampling_bar(pipeline, count, enabled=progress):
         drawn = pipeline.sample(count, shape, temperatures=temperatures, generator=generator, reference=reference,
-                                known=known, masks=masks, side=side)
+                                known=known, masks=masks, side=side, guidance=guidance)
     return data.to_pixels(drawn).numpy()
 
 
