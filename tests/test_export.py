@@ -21,16 +21,24 @@ from spnkit.engine.export import LoadError
 from test_engine import RECIPE
 
 
+def short_recipe(folder, **stage_tables):
+    """``folder/tiny.toml``: test_engine's tiny two-stage recipe for 4 steps, scored on 20 test
+    images, each stage given ``stage_tables`` (e.g. a conditioner)."""
+    raw = copy.deepcopy(RECIPE)
+    raw["train"].update({"steps": 4, "checkpoint_every": 2})
+    raw["eval"]["max_images"] = 20
+    for stage in raw["stages"].values():
+        stage.update(stage_tables)
+    path = folder / "tiny.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A run folder of a tiny two-stage system, trained, evaluated and sampled by spnkit run."""
     folder = tmp_path_factory.mktemp("export")
-    raw = copy.deepcopy(RECIPE)
-    raw["train"].update({"steps": 4, "checkpoint_every": 2})
-    raw["eval"]["max_images"] = 20
-    path = folder / "tiny.toml"
-    path.write_text(tomli_w.dumps(raw))
-    assert cli.main(["run", str(path), "--out", str(folder / "run"), "--quiet"]) == 0
+    assert cli.main(["run", str(short_recipe(folder)), "--out", str(folder / "run"), "--quiet"]) == 0
     return folder / "run"
 
 

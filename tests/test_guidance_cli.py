@@ -1,7 +1,6 @@
 """spnkit sample --guidance and the no-label figure of spnkit eval, on a tiny class-conditional
 run trained with dropped labels."""
 
-import copy
 import json
 import math
 
@@ -17,6 +16,7 @@ from spnkit.core import build
 from spnkit.data.loader import exact_batches
 from spnkit.data.sources import load_split
 from test_engine import RECIPE
+from test_export import short_recipe
 
 LABELS = {"plugin": "class_embedding", "classes": 10, "channels": 4, "drop_labels": 0.5}
 
@@ -24,13 +24,7 @@ LABELS = {"plugin": "class_embedding", "classes": 10, "channels": 4, "drop_label
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("guided")
-    raw = copy.deepcopy(RECIPE)
-    raw["train"].update({"steps": 4, "checkpoint_every": 2})
-    raw["eval"]["max_images"] = 20
-    for stage in raw["stages"].values():
-        stage["conditioner"] = LABELS
-    path = folder / "guided.toml"
-    path.write_text(tomli_w.dumps(raw))
+    path = short_recipe(folder, conditioner=LABELS)
     assert cli.main(["train", str(path), "--out", str(folder / "run"), "--quiet"]) == 0
     return path, folder / "run"
 
