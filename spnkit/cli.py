@@ -150,13 +150,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from spnkit.engine.checkpoint import load_trained
     from spnkit.engine.out_folder import claim
 
+    if args.bits_map is not None and not 1 <= args.bits_map <= 64:
+        raise UserError(f"--bits-map: must be in [1, 64] test images, got {args.bits_map}")
     resolved = _resolved(args)
     out = _out(args, resolved)
     with _backend(args, resolved) as backend, claim(out, "eval", shared=True, enabled=backend.is_main):
         pipeline = load_trained(resolved, out).to(backend.device)
         result = run.evaluation(resolved, pipeline, progress=not args.quiet, backend=backend)
+        if args.bits_map and backend.is_main:
+            from spnkit.engine.bits_map import write_bits_map
+
+            write_bits_map(resolved, pipeline, args.bits_map, out / "bits_map.png")
     if backend.is_main:
         print(json.dumps(result, indent=2) if args.json else evaluate.describe(result))
+        if args.bits_map:
+            print(f"wrote {out / 'bits_map.png'}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
@@ -360,6 +368,9 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--stage", action="append", help="train only this stage (repeatable)")
         if name == "eval":
             sub.add_argument("--json", action="store_true", help="print the result as JSON")
+            sub.add_argument("--bits-map", type=int, metavar="N",
+                             help="also draw OUT/bits_map.png: the first N test images beside the bits each "
+                                  "pixel costs (exact, all channels and stages)")
         if name == "sample":
             sub.add_argument("--count", type=int, default=16,
                              help="number of images (per class for class-conditional recipes)")

@@ -9,6 +9,8 @@ import tomli_w
 from PIL import Image
 
 from spnkit import cli
+from spnkit.engine import images
+from spnkit.engine.images import save_grid
 from spnkit.data.writer import Geometry, write_shards
 from test_engine import RECIPE
 
@@ -25,17 +27,32 @@ def conditional_recipe(tmp_path, data=None) -> str:
     return str(path)
 
 
-def test_conditional_run_eval_and_class_rows(tmp_path, capsys):
+def names_by_row(picture: Image.Image, rows: int, grid_width: int) -> bool:
+    """Whether the margin left of a grid ``grid_width`` wide holds dark (text) pixels beside
+    each of its ``rows`` rows."""
+    margin = np.asarray(picture.convert("L"))[:, : picture.width - grid_width]
+    band = picture.height // rows
+    inked = [(margin[r * band:(r + 1) * band] < 128).any() for r in range(rows)]
+    return all(inked)
+
+
+def test_conditional_run_eval_and_class_rows(tmp_path, capsys, monkeypatch):
     recipe, out = conditional_recipe(tmp_path), str(tmp_path / "run")
     assert cli.main(["run", recipe, "--out", out, "--quiet", "train.steps=3", "sample.count=20"]) == 0
     summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["conditional"] is True and summary["images"] == 100
     grid = Image.open(tmp_path / "run" / "samples.png")
-    assert grid.size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))  # 2 per class, 10 rows of 28+2 pixels
+    # 2 per class, 10 rows of 28+2 pixels, right of a margin with the rows' class names
+    assert grid.height == 2 * (10 * 30 + 2) and grid.width - 2 * (2 * 30 + 2) > 40
+    assert names_by_row(grid, 10, 2 * (2 * 30 + 2))
     target = tmp_path / "bags.png"
+    drawn = []
+    monkeypatch.setattr(images, "save_grid", lambda *a, **k: drawn.append(k["row_names"]) or save_grid(*a, **k))
     assert cli.main(["sample", recipe, "--out", out, "--class", "bag", "--class", "0", "--count", "3",
                      "--output", str(target)]) == 0
-    assert Image.open(target).size == (2 * (3 * 30 + 2), 2 * (2 * 30 + 2))
+    assert drawn == [["Bag", "T-shirt/top"]]
+    labelled = Image.open(target)
+    assert labelled.height == 2 * (2 * 30 + 2) and names_by_row(labelled, 2, 2 * (3 * 30 + 2))
     capsys.readouterr()
     assert cli.main(["sample", recipe, "--out", out, "--class", "shoe"]) == 2
     err = capsys.readouterr().err

@@ -94,3 +94,16 @@ def test_summary_says_how_long_on_how_many_images_and_which_weights(trained):
     assert summary["steps"] == 2 and summary["images_seen"] == {"low": 2 * batch, "high": 2 * batch}
     assert summary["seconds"] > 0
     assert summary["weights"]["kind"] == "polyak average" and summary["weights"]["updates"] == 2
+
+
+def test_eval_bits_map_draws_the_test_images_beside_their_bits(trained, capsys):
+    from PIL import Image
+
+    recipe, out = trained
+    capsys.readouterr()
+    assert cli.main(["eval", str(recipe), "--out", str(out), "--quiet", "--bits-map", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out / 'bits_map.png'}"
+    with Image.open(out / "bits_map.png") as picture:
+        assert picture.format == "PNG" and picture.height > picture.width  # three rows of image | map
+    assert cli.main(["eval", str(recipe), "--out", str(out), "--bits-map", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --bits-map: must be in [1, 64]")

@@ -1,4 +1,4 @@
-"""PNG output: image grids and training curves, drawn with Pillow."""
+"""PNG output: image grids, drawn with Pillow (plots of a run are in ``plots``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 
 def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
@@ -22,13 +22,33 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
     return tiled
 
 
-def save_grid(images: np.ndarray, path: Path, columns: int | None = None, scale: int = 2) -> np.ndarray:
+def save_grid(images: np.ndarray, path: Path, columns: int | None = None, scale: int = 2,
+              row_names: list[str] | None = None) -> np.ndarray:
     """``images [N, C, H, W]`` uint8 (C = 1 or 3) -> one PNG grid (see ``grid``), each pixel
-    ``scale`` x ``scale``; returns the grid."""
+    ``scale`` x ``scale``, with ``row_names`` (if given) written left of the rows; returns the
+    picture ``[H, W, C]`` uint8 as saved."""
     tiled = grid(images, columns)
     picture = Image.fromarray(tiled[..., 0] if tiled.shape[2] == 1 else tiled)
-    picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)
-    return tiled
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    if row_names:
+        picture = _named_rows(picture, row_names, images.shape[2] + 2, scale)
+    picture.save(path)
+    array = np.asarray(picture)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _named_rows(picture: Image.Image, names: list[str], pitch: int, scale: int) -> Image.Image:
+    """``picture`` with a white margin on its left holding ``names[r]`` beside grid row ``r``
+    (rows ``pitch`` pixels apart before scaling)."""
+    font = ImageFont.load_default(size=max(10, min(6 * scale, pitch * scale // 2)))
+    width = max(int(font.getlength(name)) for name in names) + 8 * scale
+    named = Image.new(picture.mode, (picture.width + width, picture.height), "white")
+    named.paste(picture, (width, 0))
+    draw = ImageDraw.Draw(named)
+    for row, name in enumerate(names):
+        centre = (2 + row * pitch + (pitch - 2) / 2) * scale
+        draw.text((width - 4 * scale, centre), name, fill="black", font=font, anchor="rm")
+    return named
 
 
 def load_image(path: Path, channels: int) -> np.ndarray:
@@ -36,43 +56,3 @@ def load_image(path: Path, channels: int) -> np.ndarray:
     with Image.open(path) as image:
         array = np.array(image.convert("L" if channels == 1 else "RGB"))
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
-
-
-def plot_curves(records: list[dict], path: Path, size: tuple[int, int] = (640, 400)) -> None:
-    """Training bits/dim per stage against steps, one line per stage."""
-    records = [r for r in records if "stage" in r]  # training records, not evaluations
-    width, height = size
-    left, right, top, bottom = 60, 20, 30, 40
-    picture = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(picture)
-    stages = list(dict.fromkeys(r["stage"] for r in records))
-    if not records:
-        draw.text((left, top), "no training records", fill="black")
-        picture.save(path)
-        return
-    steps = [r["step"] for r in records]
-    values = [r["bits_per_dim"] for r in records]
-    x0, x1 = min(steps), max(max(steps), min(steps) + 1)
-    y0, y1 = min(values), max(max(values), min(values) + 1e-6)
-
-    def point(step: float, value: float) -> tuple[float, float]:
-        return (left + (step - x0) / (x1 - x0) * (width - left - right),
-                height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom))
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for value in np.linspace(y0, y1, 5):
-        _, y = point(x0, value)
-        draw.text((5, y - 6), f"{value:.2f}", fill="black")
-    draw.text((left, height - bottom + 8), f"step {x0}", fill="black")
-    draw.text((width - right - 80, height - bottom + 8), f"step {x1}", fill="black")
-    draw.text((left, 8), "training bits/dim (each stage over its own subpixels)", fill="black")
-    for k, stage in enumerate(stages):
-        colour = COLOURS[k % len(COLOURS)]
-        line = [point(r["step"], r["bits_per_dim"]) for r in records if r["stage"] == stage]
-        if len(line) > 1:
-            draw.line(line, fill=colour, width=2)
-        draw.text((width - right - 120, top + 8 + 14 * k), stage, fill=colour)
-    picture.save(path)

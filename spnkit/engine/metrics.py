@@ -40,6 +40,7 @@ class MetricSink(Protocol):
 
     def evaluation(self, result: dict, step: int, samples: np.ndarray | None) -> None:
         """The run's exact evaluation (``test_bits_per_dim``, ``stages``: each stage's share,
+        ``test_bits_per_subpixel``: each stage's bits over the subpixels it models, as its loss,
         ``images``) after ``step`` training steps, and a grid of samples ``[H, W, C]`` uint8."""
 
     def close(self) -> None: ...
@@ -61,7 +62,8 @@ class JsonlSink:
 
     def evaluation(self, result: dict, step: int, samples: np.ndarray | None) -> None:
         self.write({"kind": "evaluation", "step": step, "test_bits_per_dim": result["test_bits_per_dim"],
-                    "stages": result["stages"], "images": result["images"]})
+                    "stages": result["stages"], "images": result["images"],
+                    "test_bits_per_subpixel": result.get("test_bits_per_subpixel", {})})
 
     def close(self) -> None:
         pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from spnkit.core.recipe import RecipeError
 from spnkit.core.system import Pipeline
 from spnkit.data.loader import SkipLog, exact_batches
 from spnkit.data.sources import Split, load_split
-from spnkit.engine import evaluate, images
+from spnkit.engine import evaluate, images, plots
 from spnkit.engine.checkpoint import load_trained
 from spnkit.engine.memory import fits_in_memory
 from spnkit.engine.metrics import MetricSink, open_sinks
@@ -195,11 +196,17 @@ def test_vectors(resolved: build.Resolved, count: int, test: Split) -> torch.Ten
 def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path: Path,
                  labels: list[int] | None = None, **options) -> np.ndarray:
     """A PNG grid of samples: for class-conditional recipes one row of ``count`` per class
-    (``labels``, default every class), else ``count`` images in a square grid. Returns the grid
-    ``[H, W, C]`` uint8."""
+    (``labels``, default every class), named on its left, else ``count`` images in a square grid.
+    Returns the picture ``[H, W, C]`` uint8."""
     drawn = sample(resolved, pipeline, count, labels=labels, **options)
+    names = None
+    if resolved.classes is not None:  # each row's class by name
+        known = (options.get("test") or load_split(resolved.recipe.data, "test")).classes or []
+        names = ["no label" if label == -1 else known[label] if label < len(known) else f"class {label}"
+                 for label in (range(resolved.classes) if labels is None else labels)]
     with writing(path):
-        return images.save_grid(drawn, path, columns=count if resolved.classes is not None else None)
+        return images.save_grid(drawn, path, columns=count if resolved.classes is not None else None,
+                                row_names=names)
 
 
 def evaluated_weights(ema: float, steps: int | dict[str, int]) -> dict:
@@ -246,14 +253,17 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
             if resolved.classes is not None:
                 count = max(1, count // resolved.classes)  # a row per class
             grid = save_samples(resolved, pipeline.cpu(), count, out / "samples.png", test=test, progress=progress)
+            modelled = {name: stage.modelled_dims for name, stage in pipeline.stages.items()}
+            own = plots.bits_per_subpixel(result["stages"], math.prod(data.shape), modelled)
+            figures = {**result, "test_bits_per_subpixel": own}
             for sink in sinks:
-                sink.evaluation(result, max(steps.values(), default=0), grid)
+                sink.evaluation(figures, max(steps.values(), default=0), grid)
             metrics = out / "metrics.jsonl"
             with writing(metrics, "read"):
                 lines = metrics.read_text().splitlines() if metrics.exists() else []
             records = [json.loads(line) for line in lines if line.strip()]
             with writing(out / "curves.png"):
-                images.plot_curves(records, out / "curves.png")
+                plots.plot_curves(records, out / "curves.png")
             with writing(out / "summary.json"):
                 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         backend.barrier()
