@@ -15,15 +15,19 @@ from spnkit_pixelrnn.lstm import DiagonalBiLSTM, RowLSTM
 
 @attrs.frozen
 class RowLSTMOptions:
-    layers: int = attrs.field(default=2, validator=positive)
-    features: int = attrs.field(default=32, validator=positive)
-    kernel: int = attrs.field(default=3, validator=odd)
+    layers: int = attrs.field(default=2, validator=positive,
+                            metadata={"doc": "Row LSTM layers after the 7x7 mask-A convolution"})
+    features: int = attrs.field(default=32, validator=positive,
+                              metadata={"doc": "features of each layer (at least the image channels)"})
+    kernel: int = attrs.field(default=3, validator=odd,
+                            metadata={"doc": "width k of the 1 x k input-to-state and state-to-state convolutions"})
 
 
 @attrs.frozen
 class DiagonalBiLSTMOptions:
-    layers: int = attrs.field(default=2, validator=positive)
-    features: int = attrs.field(default=32, validator=positive)
+    layers: int = attrs.field(default=2, validator=positive,
+                            metadata={"doc": "Diagonal BiLSTM layers after the 7x7 mask-A convolution"})
+    features: int = attrs.field(default=32, validator=positive, metadata={"doc": "features of each layer"})
 
 
 class _PixelRNN(SliceDecoder):
