@@ -138,3 +138,17 @@ def test_unknown_sinks_are_recipe_errors():
         build.validate(raw, plugins.load())
     [line] = raised.value.lines
     assert line.startswith("logging.sinks") and "mlflow" in line and '"wandb"' in line
+
+
+def test_wandb_without_a_login_is_one_error_line(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: not logged in
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / "wandb"))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tomli_w.dumps(RECIPE))
+    assert cli.main(["train", str(recipe), "--out", str(tmp_path / "out"), "--quiet",
+                     'logging.sinks=["wandb"]']) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: logging.sinks: 'wandb' could not start a run: ") and "wandb login" in line

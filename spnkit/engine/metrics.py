@@ -143,8 +143,13 @@ class WandbSink:
         id_file = out / "wandb-id"
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "spnkit"), name=resolved.recipe.name or None,
-                              id=run_id, resume="allow", dir=str(out), config=resolved.to_dict())
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "spnkit"),
+                                  name=resolved.recipe.name or None, id=run_id, resume="allow", dir=str(out),
+                                  config=resolved.to_dict())
+        except wandb.errors.Error as exc:  # not logged in, no network, ...: W&B's own words
+            raise SinkError(f"logging.sinks: 'wandb' could not start a run: {exc} "
+                            "(or WANDB_MODE=offline keeps the run in OUT/wandb)") from None
         self.stages: set[str] = set()
 
     def resume(self, stage: str, step: int) -> None:
