@@ -4,6 +4,7 @@ trains, evaluates and samples from an empty folder."""
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -14,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_wheel_runs_the_bundled_quickstart_from_an_empty_folder(tmp_path):
+    # built from a copy of the source (pip builds in the tree it is given: no build/ left in the checkout)
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(wheels)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w", str(wheels)],
                    check=True, timeout=600)
     [wheel] = wheels.glob("spnkit-*.whl")
     env_dir = tmp_path / "env"
