@@ -33,6 +33,7 @@ def run_with_every_sink(tmp_path_factory):
         patch.delenv("WANDB_PROJECT", raising=False)
         assert cli.main(["run", str(recipe), "--out", str(out), "--quiet", "train.steps=4", "logging.every=2",
                          "sample.count=2", 'logging.sinks=["jsonl", "tensorboard", "wandb"]']) == 0
+        __import__("wandb").teardown()  # its per-process settings (offline) go with the environment
     return out
 
 
@@ -141,7 +142,8 @@ def test_unknown_sinks_are_recipe_errors():
 
 
 def test_wandb_without_a_login_is_one_error_line(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()  # W&B keeps its settings per process: read them again, from this environment
     for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: not logged in
