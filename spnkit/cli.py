@@ -36,7 +36,7 @@ def _registry(args: argparse.Namespace) -> plugins.Registry:
 
 
 def _resolved(args: argparse.Namespace) -> build.Resolved:
-    return build.load(bundled.find(args.recipe), args.overrides, _registry(args))
+    return build.load(bundled.find(args.recipe), args.overrides, _registry(args), bases=[bundled.FOLDER])
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
@@ -273,7 +273,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     if not 1 <= args.batch <= 4096:
         raise UserError(f"--batch: must be in [1, 4096], got {args.batch}")
-    resolved = build.load(bundled.find(args.recipe), registry=_registry(args))
+    resolved = build.load(bundled.find(args.recipe), registry=_registry(args), bases=[bundled.FOLDER])
     if resolved.side is not None:
         raise UserError(f"{args.recipe}: its stages take {resolved.side}; the codec codes unconditional systems only")
     run = Path(args.run) if args.run else default_folder(resolved, args.recipe)

@@ -4,6 +4,8 @@ the stage and pipeline objects themselves."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -146,9 +148,11 @@ def validate(raw: dict, registry: Registry | None = None) -> Resolved:
     return Resolved(recipe, quantizer, plans)
 
 
-def load(path: str, overrides: list[str] = (), registry: Registry | None = None) -> Resolved:
-    """Read, override and validate a recipe file."""
-    return validate(recipes.apply_overrides(recipes.read(path), list(overrides)), registry)
+def load(path: str, overrides: list[str] = (), registry: Registry | None = None,
+         bases: Sequence[Path] = ()) -> Resolved:
+    """Read, override and validate a recipe file (``bases``: where else a recipe's ``extends``
+    is looked for, see ``recipe.read``)."""
+    return validate(recipes.apply_overrides(recipes.read(path, bases), list(overrides)), registry)
 
 
 # ----------------------------------------------------------------------------- cross checks

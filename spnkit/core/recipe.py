@@ -15,6 +15,7 @@ import difflib
 import re
 import sys
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -365,11 +366,13 @@ def structure(value: Any, cls: type, path: str) -> tuple[Any, list[str]]:
 MAX_EXTENDS = 32  # recipes in one chain of ``extends``
 
 
-def read(path: str | Path) -> dict:
+def read(path: str | Path, bases: Sequence[Path] = ()) -> dict:
     """A recipe file, with what it ``extends`` merged under it (see ``merge``). ``extends =
-    "base.toml"`` names another recipe relative to this one's folder; that one may extend
-    another in turn. A cycle, a missing base or a chain longer than ``MAX_EXTENDS`` is a
-    ``RecipeError``."""
+    "base.toml"`` names another recipe relative to this one's folder or, when there is no such
+    file there and it is a bare file name, one in the first of the folders ``bases`` that has it
+    (the bundled recipes, so a copy of one that extends another still finds its base); that one
+    may extend another in turn. A cycle, a missing base or a chain longer than ``MAX_EXTENDS``
+    is a ``RecipeError``."""
     chain: list[Path] = []
     layers = []
     path = Path(path)
@@ -384,6 +387,8 @@ def read(path: str | Path) -> dict:
             raise RecipeError([f"{path}: extends: expected the path of another recipe, relative to this one, "
                                f"got {describe(parent)}"])
         base = path.parent / parent
+        if not base.is_file() and Path(parent).name == parent:
+            base = next((folder / parent for folder in bases if (folder / parent).is_file()), base)
         if any(_same_file(base, seen) for seen in chain):
             names = " -> ".join(str(p) for p in [*chain, base])
             raise RecipeError([f"{path}: extends {parent!r}: a cycle ({names})"])
