@@ -71,9 +71,7 @@ def _types(cls: type) -> dict[str, Any]:
 def _type_name(kind: Any) -> str:
     if isinstance(kind, str):
         return kind
-    if kind is Table:
-        return "table"
-    if attrs.has(kind):
+    if kind is Table or attrs.has(kind):
         return "table"
     if getattr(kind, "__module__", "") == "builtins" and isinstance(kind, type):
         return kind.__name__
