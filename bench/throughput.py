@@ -7,7 +7,9 @@ another checkout of spnkit and with ``torch.compile``, all timed in one process,
 
 RECIPE defaults to recipes/quickstart.toml. ``--gated`` replaces its stages with one raster
 stage: a gated PixelCNN of 6 layers x 64 channels (128 residual channels) over 8-bit 28x28x1
-images, trained at batch 16. ``--baseline DIR``: the spnkit of another checkout (e.g. ``git
+images, trained at batch 16, timed beside ``bench/textbook_gated.py`` (the same network as
+public PyTorch versions write it, from its level embedding to its 256 logits; with ``--bf16``
+also under autocast). ``--baseline DIR``: the spnkit of another checkout (e.g. ``git
 worktree add /tmp/before HEAD~1``) builds the same stages from the same seed. ``--compile``
 adds each version with its training loss compiled (as ``runtime.compile``; on 2 CPU threads,
 compiled and eager code timed in one process slowed each other several-fold here, so compare
@@ -79,6 +81,9 @@ class Subject:
         self.args = args
         self.steps = {name: self._train_step(name) for name in self.pipeline.stages}
 
+    def parameter_count(self, name: str | None) -> int:
+        return sum(p.numel() for p in (self.pipeline.stages[name] if name else self.pipeline).parameters())
+
     def images(self, batch: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, 2**self.bits, (batch, *self.shape), generator=g).to(self.args.device)
@@ -111,6 +116,38 @@ class Subject:
             planes = self.pipeline.quantizer.encode(x)
             self.pipeline.stages[name].log_prob(*self.pipeline.stage_inputs(name, planes))
         self.pipeline.train()
+
+
+class Textbook:
+    """``bench/textbook_gated.py`` in the place of the ``--gated`` stage: its training step as
+    ``Subject``'s (RMSProp, same batch) and its evaluation (the NLL of a batch)."""
+
+    def __init__(self, bf16: bool, stage: str, subject: Subject) -> None:
+        from textbook_gated import TextbookGatedPixelCNN
+
+        self.label, self.compiled, self.bf16 = f"textbook{' bf16' if bf16 else ''}", False, bf16
+        torch.manual_seed(0)
+        self.model = TextbookGatedPixelCNN(layers=6, features=64, skip=128).to(subject.args.device)
+        optimizer = torch.optim.RMSprop(self.model.parameters(), lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-8)
+        train_images, self.eval_images = subject.images(subject.batch, 1), subject.images(subject.eval_batch, 2)
+
+        def step() -> None:
+            with torch.autocast(device_type=subject.args.device, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.model.loss(train_images)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        self.stage, self.steps = stage, {stage: step}
+
+    def parameter_count(self, name: str | None) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @torch.no_grad()
+    def evaluate(self, name: str | None) -> None:
+        self.model.eval()
+        self.model.loss(self.eval_images)
+        self.model.train()
 
 
 def seconds(function, device: str) -> float:
@@ -156,28 +193,32 @@ def main() -> None:
     subjects = [Subject(checkout, compiled, bf16, args.recipe, overrides, args)
                 for compiled, bf16 in variants for checkout in versions]
     first = subjects[0]
+    if args.gated:
+        stage = next(iter(first.pipeline.stages))
+        subjects = [Textbook(bf16, stage, first) for compiled, bf16 in variants if not compiled] + subjects
     print(f"{args.recipe}{' --gated' if args.gated else ''} on {args.device} ({torch.get_num_threads()} threads), "
           f"training batch {first.batch}, {args.rounds} rounds of {args.steps} steps; "
-          f"evaluation batch {first.eval_batch}; ratios to '{first.label}'")
+          f"evaluation batch {first.eval_batch}; ratios to '{subjects[0].label}' (the system's to '{first.label}')")
     print(f"{'':<8}{'version':<18}{'params':>10}{'train img/s':>13}{'ratio':>7}{'eval img/s':>12}{'ratio':>7}")
     for name in [*first.pipeline.stages, None]:
         train = [None] * len(subjects)
         if name is not None:
             train = interleaved([lambda s=s: [s.steps[name]() for _ in range(args.steps)] for s in subjects],
                                 args.rounds, args.device)
-        evaluated = [s for s in subjects if not (s.compiled or s.bf16)]
+        evaluated = [s for s in subjects if not (s.compiled or s.bf16) and (name or isinstance(s, Subject))]
         evaluation = interleaved([lambda s=s: s.evaluate(name) for s in evaluated], args.rounds, args.device)
         evaluation = [evaluation[evaluated.index(s)] if s in evaluated else None for s in subjects]
         for index, subject in enumerate(subjects):
             if train[index] is None and evaluation[index] is None:
                 continue
-            params = sum(p.numel() for p in (subject.pipeline.stages[name] if name else subject.pipeline).parameters())
+            params = subject.parameter_count(name)
             row = f"{name or 'system':<8}{subject.label:<18}{params:>10,}"
             for times, images, width in ((train, first.batch * args.steps, 13), (evaluation, first.eval_batch, 12)):
                 if times[index] is None:
                     row += f"{'-':>{width}}{'':>7}"
                     continue
-                ratio = statistics.median(before / after for after, before in zip(times[index], times[0]))
+                reference = next(t for t in times if t is not None)
+                ratio = statistics.median(before / after for after, before in zip(times[index], reference))
                 row += f"{images / statistics.median(times[index]):>{width}.1f}{ratio:>6.2f}x"
             print(row, flush=True)
 

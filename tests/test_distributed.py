@@ -28,7 +28,9 @@ def recipe_file(tmp_path, runtime: dict | None = None, **train) -> str:
     recipe["train"].update({"steps": STEPS, "checkpoint_every": 4, **train})
     recipe["logging"] = {"every": 1}
     recipe["optimizer"] = {"grad_clip": CLIP}
-    recipe["runtime"] = runtime or {}
+    # fp32 unless asked: several processes' sums are compared with one process's, and bf16
+    # autocast (the default on CPUs with AMX) rounds each half batch apart
+    recipe["runtime"] = {"precision": "fp32", **(runtime or {})}
     path = tmp_path / "recipe.toml"
     path.write_text(tomli_w.dumps(recipe))
     return str(path)

@@ -172,3 +172,35 @@ def test_clipping_sees_the_gradients_the_backend_reduced(tmp_path):
         norms.append(trainer.train_step()[1].item())
     assert norms[1] == pytest.approx(3 * norms[0], rel=1e-5)
     assert norms[0] > resolved.recipe.optimizer.grad_clip  # the clipped step, not an idle one
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_trains_in_bf16_only_where_the_device_multiplies_it_natively(tmp_path, native):
+    """``runtime.precision = "auto"`` resolves per backend; the training step then runs its
+    matrix products in what it resolved to, and "fp32"/"bf16" override the device's answer."""
+    from spnkit.builtin.backends import CPUBackend
+    from spnkit.core import build
+    from spnkit.core.backend import RuntimeConfig
+    from spnkit.data.sources import load_split
+    from spnkit.engine.train import StageTrainer
+
+    class Device(CPUBackend):
+        def native_bf16(self):
+            return native
+
+    assert Device(RuntimeConfig()).precision == ("bf16" if native else "fp32")
+    assert Device(RuntimeConfig(precision="fp32")).precision == "fp32"
+    assert Device(RuntimeConfig(precision="bf16")).precision == "bf16"
+
+    resolved = build.validate(RECIPE)
+    assert resolved.recipe.runtime.precision == "auto"
+    trainer = StageTrainer(resolved, "low", load_split(resolved.recipe.data, "train").shards, tmp_path,
+                           Device(resolved.recipe.runtime))
+    dtypes = set()
+    hooks = [m.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+             for m in trainer.stage.modules() if isinstance(m, torch.nn.Conv2d)]
+    trainer.train_step()
+    for hook in hooks:
+        hook.remove()
+    assert dtypes == {torch.bfloat16 if native else torch.float32}
+    assert all(p.dtype == torch.float32 for p in trainer.stage.parameters())

@@ -104,7 +104,7 @@ CASES = [
      "schedule.milestones: 2 learning rate(s) need 1 milestone(s)"),
     ("milestones decreasing", edit("schedule", {"learning_rate": [1e-3, 1e-4, 1e-5], "milestones": [5, 3]}),
      "schedule.milestones: must be positive and increasing, got [5, 3]"),
-    ("unknown precision", edit("runtime", {"precision": "fp16"}), 'runtime.precision: must be "fp32" or "bf16", got \'fp16\''),
+    ("unknown precision", edit("runtime", {"precision": "fp16"}), 'runtime.precision: must be "auto" or "fp32" or "bf16", got \'fp16\''),
     ("a field that moved sections", edit("train.momentum", 0.9), "train.momentum: moved to optimizer.momentum"),
     ("zero logging interval", edit("logging", {"every": 0}), "logging.every: must be >= 1, got 0"),
     ("zero temperature", edit("stages.low.temperature", 0.0), "stages.low.temperature: must be > 0 (logits are divided by it), got 0.0"),

@@ -111,6 +111,14 @@ class CPUBackend(TorchBackend):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def native_bf16(self) -> bool:
+        # torch has no public query for AMX: its CPU feature report says (torch >= 2.10), else
+        # its AMX tile check (every CPU with AMX tiles so far multiplies bfloat16 on them)
+        report = getattr(torch._C._cpu, "_get_cpu_capability", None)
+        if report is not None:
+            return bool(report().get("amx_bf16", False))
+        return bool(getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)())
+
 
 class CUDABackend(TorchBackend):
     """NVIDIA GPUs, one per process (``LOCAL_RANK``); several processes talk through NCCL."""
@@ -131,6 +139,9 @@ class CUDABackend(TorchBackend):
 
     def _device_ids(self) -> list[int]:
         return [torch.cuda.current_device()]
+
+    def native_bf16(self) -> bool:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 @hookimpl

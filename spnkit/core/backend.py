@@ -26,8 +26,10 @@ class RuntimeConfig:
 
     backend: str = attrs.field(default="auto",
                              metadata={"doc": "a backend plugin: cpu, cuda, xla, ... (auto: xla, then cuda, then cpu)"})
-    precision: str = attrs.field(default="fp32", validator=one_of(("fp32", "bf16")),
-                               metadata={"doc": "bf16: autocast to bfloat16"})
+    precision: str = attrs.field(default="auto", validator=one_of(("auto", "fp32", "bf16")),
+                               metadata={"doc": "training steps under bf16 autocast (weights, optimizer and "
+                                                "evaluation stay fp32); auto: bf16 where the device multiplies "
+                                                "bfloat16 natively (CPUs with AMX, CUDA GPUs from Ampere on)"})
     compile: bool = attrs.field(default=False, metadata={"doc": "torch.compile the stage"})
     parallel: str = attrs.field(default="ddp", validator=one_of(("ddp", "fsdp")),
                               metadata={"doc": "with several processes: ddp (replicas) or fsdp (sharded parameters)"})
@@ -62,8 +64,20 @@ class Backend(abc.ABC):
         ``model`` itself keeps the parameters that checkpoints and the Polyak average read."""
         return model
 
+    def native_bf16(self) -> bool:
+        """Whether the device multiplies bfloat16 matrices natively, faster than float32 (what
+        ``precision = "auto"`` asks); False unless a backend knows better."""
+        return False
+
+    @property
+    def precision(self) -> str:
+        """``runtime.precision`` with ``auto`` resolved: "fp32" or "bf16"."""
+        if self.options.precision == "auto":
+            return "bf16" if self.native_bf16() else "fp32"
+        return self.options.precision
+
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.options.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

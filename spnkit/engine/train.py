@@ -189,8 +189,8 @@ class StageTrainer:
         for sink in sinks:
             sink.resume(self.name, self.step)
         log_every = self.resolved.recipe.logging.every
-        bar = tqdm(total=until, initial=self.step, desc=f"train {self.name}", disable=not (progress and main),
-                   dynamic_ncols=True)
+        bar = tqdm(total=until, initial=self.step, desc=f"train {self.name} ({self.backend.precision})",
+                   disable=not (progress and main), dynamic_ncols=True)
         started, images_seen = time.perf_counter(), 0
         session, before = self.clock(), self.seconds  # this session's start, the time spent before it
         while (until is None or self.step < until) and not self.out_of_time():
