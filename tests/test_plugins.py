@@ -12,7 +12,7 @@ def test_builtins_register_through_hooks():
     registry = plugins.load(autoload=False)
     assert {"raster", "subscale"} <= set(registry.names("ordering"))
     assert {"depth_split", "reduce_bits"} <= set(registry.names("quantizer"))
-    assert set(registry.names("conditioner")) == {"class_embedding", "vector"}
+    assert set(registry.names("conditioner")) == {"class_embedding", "vector", "image_encoder"}
     entry = registry.get("ordering", "subscale")
     assert entry.provider.distribution == "spnkit"
     assert entry.provider.module == "spnkit.builtin.orderings"

@@ -1,18 +1,21 @@
-"""Conditioners for class-conditional models (Gated PixelCNN's ``p(x | h)``, van den Oord et
-al. 2016c): a learned embedding of class labels, and a linear map of given vectors.
+"""Conditioners for conditional models (Gated PixelCNN's ``p(x | h)``, van den Oord et al.
+2016c): a learned embedding of class labels, a linear map of given vectors, and a
+convolutional encoder of the stage's own input image (the PixelCNN Auto-Encoder).
 
-Both start at ``h = 0``: random label embeddings at initialisation are per-class noise in every
+The first two start at ``h = 0``: random label embeddings at initialisation are per-class noise in every
 context, and on Fashion-MNIST they left the conditional model behind the unconditional one for
 the first hundreds of steps; from zero, the label's effect grows as it is learned."""
 
 from __future__ import annotations
+
+import math
 
 import attrs
 import torch
 from torch import nn
 
 from spnkit.core.hookspecs import hookimpl
-from spnkit.core.interfaces import Conditioner
+from spnkit.core.interfaces import Conditioner, InputSpec
 from spnkit.core.validators import in_range, rule, up_to
 
 
@@ -43,8 +46,8 @@ class ClassEmbedding(Conditioner):
 
     Options = ClassEmbeddingOptions
 
-    def __init__(self, options: ClassEmbeddingOptions) -> None:
-        super().__init__(options)
+    def __init__(self, options: ClassEmbeddingOptions, spec: InputSpec | None = None) -> None:
+        super().__init__(options, spec)
         self.embedding = nn.Embedding(options.classes + options.null_class, options.channels)
         nn.init.zeros_(self.embedding.weight)  # see the module docstring
 
@@ -86,8 +89,8 @@ class Vector(Conditioner):
     takes = "vectors"
     size_option = "size"
 
-    def __init__(self, options: VectorOptions) -> None:
-        super().__init__(options)
+    def __init__(self, options: VectorOptions, spec: InputSpec | None = None) -> None:
+        super().__init__(options, spec)
         self.linear = nn.Linear(options.size, options.channels)
         nn.init.zeros_(self.linear.weight)  # see the module docstring
         nn.init.zeros_(self.linear.bias)
@@ -101,7 +104,56 @@ class Vector(Conditioner):
         return self.linear(side.to(self.linear.weight.dtype))
 
 
+@attrs.frozen
+class ImageEncoderOptions:
+    """A convolutional encoder of the stage's input image to a code of ``bottleneck`` floats:
+    ``layers`` 3x3 convolutions of stride 2, ``channels`` wide, ReLU, then a linear map."""
+
+    bottleneck: int = attrs.field(default=8, validator=up_to(16384),
+                                  metadata={"doc": "m: floats in the code, the auto-encoder's bottleneck"})
+    channels: int = attrs.field(default=32, validator=up_to(4096), metadata={"doc": "features of each convolution"})
+    layers: int = attrs.field(default=3, validator=up_to(16),
+                              metadata={"doc": "3x3 convolutions of stride 2, each halving the image (rounding up)"})
+
+
+class ImageEncoder(Conditioner):
+    """The PixelCNN Auto-Encoder's encoder (van den Oord et al. 2016c, section 3.4): the
+    stage's input image to an ``m``-dimensional code ``h``, trained end to end with the stage's
+    loss, so the decoder models ``p(x | h(x))``. The code is ``h`` itself (``out_channels = m``);
+    unlike the label and vector conditioners it starts at random, so gradients reach every
+    layer from the first step."""
+
+    Options = ImageEncoderOptions
+    takes = "image"
+    size_option = "bottleneck"
+
+    def __init__(self, options: ImageEncoderOptions, spec: InputSpec | None = None) -> None:
+        super().__init__(options, spec)
+        if spec is None:
+            raise ValueError("image_encoder needs the stage's input shape (InputSpec)")
+        convs, features, height, width = [], spec.channels, spec.height, spec.width
+        for _ in range(options.layers):
+            convs += [nn.Conv2d(features, options.channels, 3, stride=2, padding=1), nn.ReLU()]
+            features, height, width = options.channels, math.ceil(height / 2), math.ceil(width / 2)
+        self.convs = nn.Sequential(*convs)
+        self.linear = nn.Linear(features * height * width, options.bottleneck)
+
+    @property
+    def out_channels(self) -> int:
+        return self.options.bottleneck
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """levels ``[B, C, H, W]`` long -> code ``[B, bottleneck]``; levels scaled to [-1, 1]."""
+        x = image.to(self.linear.weight.dtype) * (2 / max(self.spec.levels - 1, 1)) - 1
+        return self.linear(self.convs(x).flatten(1))  # [B, F, H', W'] -> [B, F*H'*W'] -> [B, m]
+
+    def forward(self, side: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, bottleneck]`` float -> ``h``, the codes themselves."""
+        return side.to(self.linear.weight.dtype)
+
+
 @hookimpl
 def spnkit_register_conditioners(register):
     register("class_embedding", ClassEmbedding)
     register("vector", Vector)
+    register("image_encoder", ImageEncoder)

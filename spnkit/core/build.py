@@ -13,7 +13,7 @@ import tomli_w
 import torch
 
 from spnkit.core import recipe as recipes
-from spnkit.core.interfaces import EncoderSpec, Ordering, Quantizer, SideInfo, SliceSpec
+from spnkit.core.interfaces import EncoderSpec, InputSpec, Ordering, Quantizer, SideInfo, SliceSpec
 from spnkit.core.plugins import Entry, Registry, UnknownPluginError, default_registry
 from spnkit.core.recipe import Recipe, RecipeError, StageConfig
 from spnkit.core.system import AutoregressiveStage, Pipeline
@@ -69,9 +69,16 @@ class Resolved:
 
     @property
     def side(self) -> SideInfo | None:
-        """The side information every conditional stage takes (the cross checks make them
-        agree); None when no stage is conditional."""
-        return next((plan.side for plan in self.stages.values() if plan.side is not None), None)
+        """The side information the data gives every conditional stage (the cross checks make
+        them agree); None when no stage takes labels or vectors."""
+        return next((plan.side for plan in self.stages.values() if plan.side is not None and plan.side.from_data),
+                    None)
+
+    @property
+    def encoded(self) -> list[str]:
+        """The stages conditioned on the code of their own input image (an auto-encoder's): their
+        figures are ``-log p(x | code(x))``, not likelihoods of ``x``."""
+        return [name for name, plan in self.stages.items() if plan.side is not None and not plan.side.from_data]
 
     @property
     def classes(self) -> int | None:
@@ -295,8 +302,8 @@ def _side_problems(resolved: Resolved) -> list[str]:
     problems, first = [], None
     for plan in resolved.stages.values():
         side = plan.side
-        if side is None:
-            continue
+        if side is None or not side.from_data:
+            continue  # a stage's own input image is its own
         if first is None:
             first = plan.name, side
         elif side != first[1]:
@@ -364,7 +371,9 @@ def build_stage(resolved: Resolved, name: str) -> AutoregressiveStage:
     h, w = ordering.slice_shape(height, width)
     levels = 2 ** quantizer.plane_bits[stage.plane]
     cond_levels = 2 ** sum(quantizer.plane_bits[: stage.plane]) if stage.plane else 0
-    conditioner = plan.conditioner.create() if plan.conditioner is not None else None
+    conditioner = None
+    if plan.conditioner is not None:
+        conditioner = plan.conditioner.create(InputSpec(data.channels, height, width, levels))
     side_channels = conditioner.out_channels if conditioner is not None else 0
     encoder = None
     if plan.encoder is not None:

@@ -8,8 +8,10 @@ Conventions used throughout:
   ``F.cross_entropy(logits, target)`` and ``log_softmax(logits, 1)`` work directly.
 * Order of generation: slices in the ordering's order; inside a slice, pixels in raster order
   and channels (R, G, B) inside a pixel.
-* Side information ``side`` (class-conditional models) is per image: labels ``[B]`` int64
-  (``-1``: no label) or vectors ``[B, K]`` float; a stage's ``Conditioner`` maps it to a vector
+* Side information ``side`` (conditional models) is per image: labels ``[B]`` int64
+  (``-1``: no label), vectors ``[B, K]`` float, or the code ``[B, m]`` float of the stage's own
+  input image (a conditioner that ``takes = "image"``, an auto-encoder's encoder: given no
+  ``side``, the stage encodes its input); a stage's ``Conditioner`` maps it to a vector
   ``h [B, E]`` that is tiled over the slice for its context encoder and slice decoder.
 * Every implementation carries an ``Options`` attrs class that recipes are validated against.
 """
@@ -302,31 +304,67 @@ class _FullPasses(sampling.SliceCache):
 
 @attrs.frozen
 class SideInfo:
-    """What a conditional recipe is given per image: ``kind`` ``"labels"`` (class ids in
-    ``[0, size)``) or ``"vectors"`` (``size`` floats)."""
+    """What a conditional stage is given per image: ``kind`` ``"labels"`` (class ids in
+    ``[0, size)``), ``"vectors"`` (``size`` floats), both read from the data, or ``"image"``:
+    the stage's own input, encoded to a code of ``size`` floats (nothing read from the data)."""
 
     kind: str
     size: int
 
+    @property
+    def from_data(self) -> bool:
+        """Whether the data must hold it for each image (labels, vectors), not the image itself."""
+        return self.kind != "image"
+
     def __str__(self) -> str:
-        return f"labels of {self.size} classes" if self.kind == "labels" else f"{self.kind} of size {self.size}"
+        if self.kind == "labels":
+            return f"labels of {self.size} classes"
+        if self.kind == "image":
+            return f"its input image (codes of size {self.size})"
+        return f"{self.kind} of size {self.size}"
+
+
+@attrs.frozen
+class InputSpec:
+    """A stage's input image, as a conditioner that encodes it sees it: ``[B, channels,
+    height, width]`` long of ``levels`` values (the stage's own bit plane, at its resolution)."""
+
+    channels: int
+    height: int
+    width: int
+    levels: int
 
 
 class Conditioner(nn.Module, abc.ABC):
     """Maps a stage's side information to a vector ``h [B, E]`` (``E = out_channels``).
 
     ``takes`` says what ``side`` is: ``"labels"``, ``[B]`` int64 class ids in ``[0, size)``
-    (``-1``: no label, where the conditioner supports it), or ``"vectors"``, ``[B, size]``
-    float. ``size_option`` names the ``Options`` field that holds ``size``.
+    (``-1``: no label, where the conditioner supports it), ``"vectors"``, ``[B, size]``
+    float, or ``"image"``: the code ``[B, size]`` float of the stage's own input, which
+    ``encode`` computes (a stage given no ``side`` encodes its input, with gradients in
+    training: an auto-encoder trained end to end; given codes, it models ``p(x | code)``).
+    ``size_option`` names the ``Options`` field that holds ``size``. ``spec`` describes the
+    stage's input image (recipes always pass it).
     """
 
     Options: ClassVar[type] = NoOptions
     takes: ClassVar[str] = "labels"
     size_option: ClassVar[str] = "classes"
 
-    def __init__(self, options) -> None:
+    def __init__(self, options, spec: InputSpec | None = None) -> None:
         super().__init__()
         self.options = options
+        self.spec = spec
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """``takes == "image"`` only: the stage's input ``[B, C, H, W]`` long of
+        ``spec.levels`` values -> its code ``[B, size]`` float, the ``side`` it is given."""
+        raise NotImplementedError(f"{type(self).__name__} takes {self.takes}, it does not encode images")
+
+    def side_of(self, image: torch.Tensor) -> torch.Tensor | None:
+        """The side information of a stage whose input is ``image`` when none is given: its
+        code for a conditioner that takes the image, else None (the caller must give it)."""
+        return self.encode(image) if self.takes == "image" else None
 
     @classmethod
     def side_info(cls, options) -> SideInfo:
@@ -353,13 +391,13 @@ class Conditioner(nn.Module, abc.ABC):
             expected = f"labels [{batch}] int64"
         else:
             ok = tuple(side.shape) == (batch, self.side_size) and side.is_floating_point()
-            expected = f"vectors [{batch}, {self.side_size}] float"
+            expected = f"{'codes' if self.takes == 'image' else 'vectors'} [{batch}, {self.side_size}] float"
         if not ok:
             raise ValueError(f"side: expected {expected}, got {list(side.shape)} {side.dtype}")
 
     @abc.abstractmethod
     def forward(self, side: torch.Tensor) -> torch.Tensor:
-        """``side`` (labels ``[B]`` int64 or vectors ``[B, K]`` float) -> ``h [B, E]`` float."""
+        """``side`` (labels ``[B]`` int64, vectors or codes ``[B, K]`` float) -> ``h [B, E]`` float."""
 
 
 class Stage(nn.Module, abc.ABC):
@@ -369,7 +407,9 @@ class Stage(nn.Module, abc.ABC):
     bits ``[B, C, H, W]`` long of ``cond_levels`` values (or None). Slices before
     ``given_slices`` are conditioning, not modelled. A stage with a ``conditioner`` models
     ``p(x | side)``: its methods then require ``side`` (labels ``[B]`` int64 or vectors
-    ``[B, K]`` float) and raise ``ValueError`` without it; a stage without one ignores ``side``.
+    ``[B, K]`` float) and raise ``ValueError`` without it, except where the conditioner
+    encodes the stage's input (``takes == "image"``): given no ``side``, the likelihood methods
+    use the code of ``target``, and ``sample`` needs codes. A stage without one ignores ``side``.
 
     Implementations set every attribute below in ``__init__`` (declared here as annotations
     only: a class-level value would shadow the submodules ``nn.Module`` keeps in ``_modules``).

@@ -10,6 +10,7 @@ of its stages' NLLs.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -103,11 +104,16 @@ class AutoregressiveStage(Stage):
             return None
         return self._slice_one_hot(one_hot(cond, self.cond_levels, dtype))
 
-    def _side_vector(self, side: torch.Tensor | None, batch: int, check: bool = True) -> torch.Tensor | None:
+    def _side_vector(self, side: torch.Tensor | None, batch: int, check: bool = True,
+                     target: torch.Tensor | None = None) -> torch.Tensor | None:
         """``h [B, E]`` for side information, or None for an unconditional stage. ``check``
-        validates the values of ``side`` (a device sync: off in training steps)."""
+        validates the values of ``side`` (a device sync: off in training steps). Without
+        ``side``, a conditioner that encodes the stage's input is given ``target`` (its code)."""
         if self.conditioner is None:
             return None
+        if side is None and target is not None:
+            side = self.conditioner.side_of(target)
+            check = False  # computed here, valid by construction
         if side is None:
             raise ValueError(f"this stage is conditional: {SIDE_HINT}")
         if check:
@@ -175,7 +181,7 @@ class AutoregressiveStage(Stage):
         slices = self._slice_one_hot(target_one_hot)
         cond_slices = self._cond_slices(cond, target_one_hot.dtype)
         batch = slices.shape[0]
-        side_h = self._side_vector(side, batch)
+        side_h = self._side_vector(side, batch, target=target_one_hot.argmax(dim=1))
         out = torch.zeros_like(slices)
         for images, targets in self._slice_rows(batch, slices.device):
             context = self._rows_context(slices, images, targets, cond_slices, side_h)
@@ -191,7 +197,7 @@ class AutoregressiveStage(Stage):
         levels_slices = self.ordering.to_slices(target)
         cond_slices = self._cond_slices(cond, dtype)
         batch = target.shape[0]
-        side_h = self._side_vector(side, batch)
+        side_h = self._side_vector(side, batch, target=target)
         total = torch.zeros(batch, dtype=dtype, device=target.device)
         for images, targets in self._slice_rows(batch, target.device):
             chosen = levels_slices[images, targets]
@@ -214,7 +220,7 @@ class AutoregressiveStage(Stage):
             choices = self.num_slices - self.given_slices
             index = self.given_slices + (uniform.to(target.device) * choices).long().clamp(max=choices - 1)
         rows = torch.arange(batch, device=target.device)
-        side_h = self._side_vector(side, batch, check=False)
+        side_h = self._side_vector(side, batch, check=False, target=target)
         chosen = levels_slices[rows, index]
         context = self._context(slices, index, self._cond_slices(cond, dtype), side_h)
         return subpixel_nll(self.decoder.forward_levels(chosen, context), chosen).mean()
@@ -296,7 +302,9 @@ class Pipeline(nn.Module):
     size upscaling). Stages run in the given order; each sees the planes before its own as
     conditioning and, if it has given slices, the values earlier stages wrote into its plane.
     Side information (labels ``[B]`` or vectors ``[B, K]``) is per image and the same for
-    every stage; stages without a conditioner ignore it.
+    every stage; stages without a conditioner ignore it. It may also be a mapping of stage
+    names to each stage's own (``encode`` gives the codes of stages whose conditioner encodes
+    their input; given no side, such stages encode their input in ``log_prob``).
     """
 
     def __init__(self, quantizer: Quantizer, stages: dict[str, Stage],
@@ -314,19 +322,41 @@ class Pipeline(nn.Module):
         cond = self.quantizer.conditioning(planes[:plane])[..., ::down, ::down] if plane else None
         return target, cond
 
-    def check_side(self, side: torch.Tensor | None) -> None:
-        """Raise ``ValueError`` naming the first conditional stage when ``side`` is None."""
-        if side is None:
-            for name, stage in self.stages.items():
-                if stage.conditioner is not None:
-                    raise ValueError(f"stage {name!r} is conditional: {SIDE_HINT}")
+    @staticmethod
+    def stage_side(side: torch.Tensor | Mapping[str, torch.Tensor] | None, name: str) -> torch.Tensor | None:
+        """Stage ``name``'s share of ``side``: the tensor itself, or its entry in a mapping."""
+        return side.get(name) if isinstance(side, Mapping) else side
 
-    def log_prob(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def check_side(self, side: torch.Tensor | Mapping[str, torch.Tensor] | None, sampling: bool = False) -> None:
+        """Raise ``ValueError`` naming the first conditional stage given no side information;
+        one that encodes its input needs none, except to ``sampling`` (it has no input then)."""
+        for name, stage in self.stages.items():
+            conditioner = stage.conditioner
+            if conditioner is None or self.stage_side(side, name) is not None:
+                continue
+            if conditioner.takes != "image":
+                raise ValueError(f"stage {name!r} is conditional: {SIDE_HINT}")
+            if sampling:
+                raise ValueError(f"stage {name!r} is conditioned on the code of its input image: pass side "
+                                 f"(codes [B, {conditioner.side_size}], from pipeline.encode(images))")
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x [B, C, H, W]`` long -> ``{stage: code [B, m]}`` for every stage whose conditioner
+        encodes its input (``takes == "image"``): the side that samples given those codes."""
+        planes = self.quantizer.encode(x)
+        return {name: stage.conditioner.encode(self.stage_inputs(name, planes)[0])
+                for name, stage in self.stages.items()
+                if stage.conditioner is not None and stage.conditioner.takes == "image"}
+
+    def log_prob(self, x: torch.Tensor, side: torch.Tensor | Mapping[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
         """``x [B, C, H, W]`` long, ``side`` per image or None -> ``{stage: [B] nats}``; the
-        system's is their sum."""
+        system's is their sum (for a stage given the code of its own input, ``-log p(x | code)``,
+        not a likelihood of ``x``)."""
         self.check_side(side)
         planes = self.quantizer.encode(x)
-        return {name: stage.log_prob(*self.stage_inputs(name, planes), side) for name, stage in self.stages.items()}
+        return {name: stage.log_prob(*self.stage_inputs(name, planes), self.stage_side(side, name))
+                for name, stage in self.stages.items()}
 
     def bits_per_dim(self, x: torch.Tensor, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Each stage's share of the system's bits/dim, ``{stage: [B]}`` (dims of the whole image)."""
@@ -348,7 +378,7 @@ class Pipeline(nn.Module):
         (given bit planes or given slices); otherwise (e.g. a top half under a subscale
         ordering) each sampled subpixel conditions on every kept one before it.
         """
-        self.check_side(side)
+        self.check_side(side, sampling=True)
         temperatures = temperatures or {}
         device = next(self.parameters()).device
         planes = [torch.zeros(batch, *image_shape, dtype=torch.long, device=device) for _ in self.quantizer.plane_bits]
@@ -363,7 +393,8 @@ class Pipeline(nn.Module):
                 given = torch.where(masks[plane].to(device), known_planes[plane], -1)[..., ::down, ::down]
             guided = {} if guidance is None else {"guidance": guidance}  # stages of other kinds need not take it
             drawn = stage.sample(batch, cond=cond, prefix=prefix, temperature=temperatures.get(name, 1.0),
-                                 generator=generator, reference=reference, given=given, side=side, **guided)
+                                 generator=generator, reference=reference, given=given,
+                                 side=self.stage_side(side, name), **guided)
             planes[plane][..., ::down, ::down] = drawn
         return self.quantizer.decode(planes)
 
