@@ -174,7 +174,7 @@ def _labels(resolved: build.Resolved, wanted: list[str]) -> list[int]:
 
     classes = resolved.classes
     if classes is None:
-        raise UserError("--class: the recipe's stages are not class-conditional (no stage has a conditioner)")
+        raise UserError("--class: the recipe's stages are not class-conditional (no stage takes labels)")
     names = load_split(resolved.recipe.data, "test").classes or []
     labels = []
     for value in wanted:
@@ -204,17 +204,22 @@ def _check_null_class(resolved: build.Resolved, option: str = "--class none") ->
                           "(drop_labels = 0), so its 'no label' row is untrained", stacklevel=2)
 
 
+def _check_sampling(args: argparse.Namespace) -> None:
+    """``--temperature`` and ``--seed`` of a command that samples."""
+    if args.temperature is not None and not 0 < args.temperature < math.inf:
+        raise UserError(f"--temperature: must be a finite number > 0 (logits are divided by it), got {args.temperature}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed: must be in [0, 4294967296), got {args.seed}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from spnkit.engine import images, run
     from spnkit.engine.checkpoint import load_trained
     from spnkit.engine.out_folder import claim, prepare, unused_name
 
-    if args.temperature is not None and not 0 < args.temperature < math.inf:
-        raise UserError(f"--temperature: must be a finite number > 0 (logits are divided by it), got {args.temperature}")
+    _check_sampling(args)
     if not 1 <= args.count <= 4096:
         raise UserError(f"--count: must be in [1, 4096], got {args.count}")
-    if args.seed is not None and not 0 <= args.seed < 2**32:
-        raise UserError(f"--seed: must be in [0, 4294967296), got {args.seed}")
     resolved = _resolved(args)
     out = _out(args, resolved)
     complete = None
@@ -227,12 +232,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
         if complete.shape[1:] != (data.height, data.width):
             raise UserError(f"--complete: {args.complete} is {complete.shape[2]}x{complete.shape[1]}, "
                             f"the recipe's images are {data.width}x{data.height}")
+    if args.interpolate and (args.complete or args.classes or args.guidance is not None or args.reference):
+        raise UserError("--interpolate: cannot be combined with --complete, --class, --guidance or --reference")
     labels = _labels(resolved, args.classes) if args.classes else None
+    if not 2 <= args.steps <= 64:
+        raise UserError(f"--steps: must be in [2, 64] points along the line, got {args.steps}")
     if args.guidance is not None:
         if not math.isfinite(args.guidance):
             raise UserError(f"--guidance: must be a finite number, got {args.guidance}")
         if resolved.classes is None:
-            raise UserError("--guidance: the recipe's stages are not class-conditional (no stage has a conditioner)")
+            raise UserError("--guidance: the recipe's stages are not class-conditional (no stage takes labels)")
         _check_null_class(resolved, "--guidance")
     target = Path(args.output) if args.output else None  # default: OUT/sampled-N.png, not the run's samples.png
     # writing into OUT: the folder's only user; writing elsewhere: a reader, beside other readers
@@ -245,9 +254,53 @@ def cmd_sample(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise UserError(f"--keep: {exc}") from None
         prepare(target.parent, "--output" if args.output else "--out", create=False)
-        run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature,
-                         complete=complete, seed=args.seed, keep=args.keep, reference=args.reference,
-                         progress=not args.quiet, guidance=args.guidance)
+        if args.interpolate:
+            _interpolate(args, resolved, pipeline, target)
+        else:
+            run.save_samples(resolved, pipeline, args.count, target, labels, temperature=args.temperature,
+                             complete=complete, seed=args.seed, keep=args.keep, reference=args.reference,
+                             progress=not args.quiet, guidance=args.guidance)
+    print(f"wrote {target}")
+
+
+def _interpolate(args: argparse.Namespace, resolved: build.Resolved, pipeline, target: Path) -> None:
+    """``spnkit sample --interpolate A B``: ``--count`` rows of ``--steps`` samples along the
+    line between two codes (or vectors), the same noise in every column."""
+    from spnkit.engine import autoencoder, images
+    from spnkit.engine.out_folder import writing
+
+    a, b = autoencoder.endpoints(resolved, pipeline, *args.interpolate)
+    seed = resolved.recipe.seed if args.seed is None else args.seed
+    drawn = autoencoder.interpolation(resolved, pipeline, a, b, args.steps, args.count, seed, args.temperature)
+    with writing(target):
+        images.save_grid(drawn, target, columns=args.steps)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from spnkit.engine import autoencoder, images
+    from spnkit.engine.checkpoint import load_trained
+    from spnkit.engine.out_folder import claim, prepare, writing
+
+    _check_sampling(args)
+    if not 1 <= args.samples <= 64:
+        raise UserError(f"--samples: must be in [1, 64], got {args.samples}")
+    # KEY=VALUE overrides follow the images (a file of that name is an image)
+    args.overrides = [*(item for item in args.images if "=" in item and not Path(item).exists()), *args.overrides]
+    args.images = [item for item in args.images if item not in args.overrides]
+    if not args.images:
+        raise UserError("reconstruct: no images given")
+    resolved = _resolved(args)
+    autoencoder.encoded_stages(resolved, "reconstruct")
+    levels = autoencoder.read_images([Path(p) for p in args.images], resolved, "reconstruct")
+    out = _out(args, resolved)
+    target = Path(args.output)
+    with claim(out, "reconstruct", shared=not target.resolve().parent.is_relative_to(out.resolve())):
+        pipeline = load_trained(resolved, out)
+        prepare(target.parent, "--output", create=False)
+        seed = resolved.recipe.seed if args.seed is None else args.seed
+        drawn = autoencoder.reconstructions(resolved, pipeline, levels, args.samples, seed, args.temperature)
+        with writing(target):
+            images.save_grid(drawn, target, columns=args.samples + 1)
     print(f"wrote {target}")
 
 
@@ -276,6 +329,9 @@ def cmd_compress(args: argparse.Namespace) -> None:
     resolved = build.load(bundled.find(args.recipe), registry=_registry(args), bases=[bundled.FOLDER])
     if resolved.side is not None:
         raise UserError(f"{args.recipe}: its stages take {resolved.side}; the codec codes unconditional systems only")
+    if resolved.encoded:
+        raise UserError(f"{args.recipe}: stages {', '.join(resolved.encoded)} are given the code of their own input; "
+                        "the codec codes unconditional systems only")
     run = Path(args.run) if args.run else default_folder(resolved, args.recipe)
     print(compress_files(resolved, run, [Path(p) for p in args.inputs], Path(args.output), args.batch,
                          progress=not args.quiet))
@@ -389,6 +445,21 @@ def parser() -> argparse.ArgumentParser:
                                   "logits (1+W) cond - W uncond per subpixel (0: plain conditional sampling)")
             sub.add_argument("--reference", action="store_true",
                              help="use the slow reference path (one full forward pass per subpixel)")
+            sub.add_argument("--interpolate", nargs=2, metavar=("A", "B"),
+                             help="continuous conditioners: --count rows of samples along the line between two "
+                                  "codes, the same noise in each column; A, B: image files (image_encoder) or "
+                                  "FILE.npy:ROW (vector)")
+            sub.add_argument("--steps", type=int, default=8, help="with --interpolate: points along the line")
+    reconstruct = commands.add_parser("reconstruct", help="auto-encoders: each image, then samples given its code")
+    reconstruct.add_argument("recipe", help="path to a TOML recipe")
+    reconstruct.add_argument("images", nargs="+", metavar="IMAGE", help="image files of the recipe's size")
+    reconstruct.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    reconstruct.add_argument("--samples", type=int, default=8, help="samples given each image's code")
+    reconstruct.add_argument("--temperature", type=float, help="divide every stage's logits by this")
+    reconstruct.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
+    reconstruct.add_argument("--out", help="the trained run's folder (default: runs/NAME)")
+    reconstruct.add_argument("-o", "--output", required=True, metavar="PNG", help="the grid: a row per image")
+    reconstruct.set_defaults(func=cmd_reconstruct)
     return cli_basics.finish(top)
 
 

@@ -32,7 +32,9 @@ EXAMPLES = {
     "sample": ["spnkit sample recipes/quickstart.toml --count 16 --temperature 0.9 -o grid.png",
                "spnkit sample recipes/quickstart.toml --complete garment.png --keep planes:1",
                "spnkit sample recipes/quickstart_conditional.toml --class Sneaker --class 8",
-               "spnkit sample recipes/quickstart_guidance.toml --class Sneaker --guidance 2"],
+               "spnkit sample recipes/quickstart_guidance.toml --class Sneaker --guidance 2",
+               "spnkit sample recipes/fashion_autoencoder.toml --interpolate shoe.png bag.png --steps 8"],
+    "reconstruct": ["spnkit reconstruct recipes/fashion_autoencoder.toml shoe.png bag.png --samples 8 -o grid.png"],
     "recipes": ["spnkit recipes", "spnkit recipes quickstart > mine.toml     # a copy to edit",
                 "spnkit run quickstart train.steps=200      # a bundled recipe by its name, from any folder"],
     "completion": ["spnkit completion bash > ~/.local/share/bash-completion/completions/spnkit",
@@ -48,7 +50,7 @@ def version() -> str:
         return "unknown"
 
 
-FILES = ("recipe", "inputs", "sources", "file", "complete", "output")  # completed as paths
+FILES = ("recipe", "inputs", "sources", "file", "complete", "output", "images", "interpolate")  # completed as paths
 FOLDERS = ("out", "out_dir", "run")
 
 

@@ -85,18 +85,43 @@ def _check_complete(count: int, skipped: int, limit: int, total: int | None, ori
         raise DataError(f"eval: {split} holds no images; there is nothing to score")
 
 
+GIVEN_CODE = "test_bits_per_dim_given_code"
+"""The key of a system's figure when stages are given the code of their own input image."""
+
+
+def given_code(result: dict, stages: list[str]) -> dict:
+    """``result`` of a system whose ``stages`` are each given the code of their own input (an
+    auto-encoder's): ``-log p(x | code(x))`` is not a likelihood of ``x``, so the system's
+    figure moves from ``test_bits_per_dim`` to ``GIVEN_CODE`` and ``given_code`` names those
+    stages; no figure of it sits where unconditional ones do."""
+    result = dict(result)
+    figure = result.pop("test_bits_per_dim")
+    return {GIVEN_CODE: figure, "given_code": list(stages), **result}
+
+
+def system_figure(result: dict) -> tuple[str, float]:
+    """``(key, value)`` of a result's system figure: ``test_bits_per_dim`` or ``GIVEN_CODE``."""
+    key = GIVEN_CODE if GIVEN_CODE in result else "test_bits_per_dim"
+    return key, result[key]
+
+
 def describe(result: dict) -> str:
     """``test bits/dim 3.21 = 0.71 (low) + 2.50 (high)``, as the paper reports systems; damaged
     samples passed over on the way to ``eval.max_images`` are counted; the figure without
-    labels follows on a second line where there is one."""
+    labels follows on a second line where there is one. A system given its codes says
+    ``bits/dim given the code``, and which stages were given theirs."""
     skipped = len(result.get("skipped") or [])
     noted = f"; {skipped} damaged sample{'s' if skipped != 1 else ''} skipped" if skipped else ""
+    if GIVEN_CODE in result:
+        return (f"test bits/dim given the code {_terms(result, GIVEN_CODE)}  [{result['images']} images{noted}]\n"
+                f"(-log p(x | code of x), stages {', '.join(result['given_code'])} given the code of their own "
+                "input: not a likelihood of the images)")
     text = f"test bits/dim {_terms(result)}  [{result['images']} images{noted}]"
     if "no_label" in result:
         text += f"\nwithout labels ('no label' given): test bits/dim {_terms(result['no_label'])}"
     return text
 
 
-def _terms(result: dict) -> str:
+def _terms(result: dict, key: str = "test_bits_per_dim") -> str:
     parts = " + ".join(f"{bpd:.4f} ({name})" for name, bpd in result["stages"].items())
-    return f"{result['test_bits_per_dim']:.4f} = {parts}"
+    return f"{result[key]:.4f} = {parts}"

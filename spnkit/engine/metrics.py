@@ -22,6 +22,7 @@ import numpy as np
 
 from spnkit.core import build
 from spnkit.core.errors import SpnkitError
+from spnkit.engine.evaluate import system_figure
 
 DEFAULT = ["jsonl", "tensorboard"]  # the recipe's default logging.sinks
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}  # sink -> the package it needs
@@ -61,8 +62,8 @@ class JsonlSink:
             handle.write(json.dumps(record) + "\n")
 
     def evaluation(self, result: dict, step: int, samples: np.ndarray | None) -> None:
-        self.write({"kind": "evaluation", "step": step, "test_bits_per_dim": result["test_bits_per_dim"],
-                    "stages": result["stages"], "images": result["images"],
+        key, figure = system_figure(result)  # test_bits_per_dim, or the figure given each image's code
+        self.write({"kind": "evaluation", "step": step, key: figure, "stages": result["stages"], "images": result["images"],
                     "test_bits_per_subpixel": result.get("test_bits_per_subpixel", {})})
 
     def close(self) -> None:
@@ -76,8 +77,10 @@ def numbers(record: dict) -> dict[str, float]:
 
 
 def evaluation_numbers(result: dict) -> dict[str, float]:
-    """``{"eval/test_bits_per_dim": system, "eval/STAGE": share, ...}``."""
-    return {"eval/test_bits_per_dim": result["test_bits_per_dim"],
+    """``{"eval/test_bits_per_dim": system, "eval/STAGE": share, ...}`` (for a system given its
+    codes, ``eval/test_bits_per_dim_given_code``)."""
+    key, figure = system_figure(result)
+    return {f"eval/{key}": figure,
             **{f"eval/{name}": share for name, share in result["stages"].items()}}
 
 

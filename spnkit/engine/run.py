@@ -111,7 +111,9 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
     """Exact bits/dim on the test split (``split``, default: read it; the first
     ``eval.max_images`` when set); with several processes each reads its share and the sums
     are added up. A class-conditional system that learned ``p(x)`` too (``learned_no_label``)
-    is also scored without its labels: ``no_label`` holds that figure and its stages'."""
+    is also scored without its labels: ``no_label`` holds that figure and its stages'. A system
+    with stages given the code of their own input reports ``evaluate.GIVEN_CODE`` instead of
+    ``test_bits_per_dim`` (see ``evaluate.given_code``)."""
     data = resolved.recipe.data
     split = split or load_split(data, "test")
     skips = SkipLog(data.max_bad_samples)
@@ -132,7 +134,8 @@ def evaluation(resolved: build.Resolved, pipeline: Pipeline, progress: bool = Tr
     if learned_no_label(resolved):
         unlabelled = score(True, SkipLog(data.max_bad_samples))
         result["no_label"] = {key: unlabelled[key] for key in ("test_bits_per_dim", "stages")}
-    return {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
+    result = {**result, "test_data": split.origin, "conditional": side is not None, "skipped": skips.records()}
+    return evaluate.given_code(result, resolved.encoded) if resolved.encoded else result
 
 
 def learned_no_label(resolved: build.Resolved) -> bool:
@@ -152,7 +155,8 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
     ``[C, H, W]``) keeps what ``keep`` says (see ``Pipeline.completion_masks``), samples the rest.
     For class-conditional recipes, ``labels`` gives ``count`` images of each class in turn
     (default: every class; ``N = count * len(labels)``); vector-conditioned recipes take the
-    vectors of the first ``count`` images of the test split (``test``, default: read it).
+    vectors of the first ``count`` images of the test split (``test``, default: read it), and
+    recipes whose stages encode their input the codes of those images.
     ``progress``: a bar over the subpixels drawn, with images/s at the end. ``guidance`` ``W``:
     classifier-free guidance with weight ``W`` (see ``AutoregressiveStage.sample``)."""
     side = None
@@ -162,6 +166,11 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
         count = len(side)
     elif resolved.side is not None:
         side = test_vectors(resolved, count, test or load_split(resolved.recipe.data, "test"))
+    elif resolved.encoded:
+        found = test_images(resolved, count, test or load_split(resolved.recipe.data, "test"))
+        device = next(pipeline.parameters()).device
+        with torch.no_grad():
+            side = pipeline.encode(resolved.recipe.data.to_levels(found).to(device))
     recipe = resolved.recipe
     data = recipe.data
     temperatures = {name: stage.temperature if temperature is None else temperature
@@ -181,16 +190,25 @@ def sample(resolved: build.Resolved, pipeline: Pipeline, count: int, temperature
 
 def test_vectors(resolved: build.Resolved, count: int, test: Split) -> torch.Tensor:
     """The side vectors ``[count, K]`` of the first ``count`` images of the ``test`` split."""
+    return _first_test(resolved, count, test, "vectors")
+
+
+def test_images(resolved: build.Resolved, count: int, test: Split) -> torch.Tensor:
+    """The first ``count`` images ``[count, C, H, W]`` uint8 of the ``test`` split."""
+    return _first_test(resolved, count, test, "images")
+
+
+def _first_test(resolved: build.Resolved, count: int, test: Split, key: str) -> torch.Tensor:
     found = []
     for batch in exact_batches(test.shards, count, resolved.recipe.data.shape, side=resolved.side):
-        found.append(batch["vectors"][batch["valid"]])
+        found.append(batch[key][batch["valid"]])
         if sum(len(v) for v in found) >= count:
             break
-    vectors = torch.cat(found)[:count]
-    if len(vectors) < count:
-        raise RecipeError([f"sample.count: {count} samples need the vectors of {count} test images; "
-                           f"the test split has {len(vectors)}"])
-    return vectors
+    taken = torch.cat(found)[:count]
+    if len(taken) < count:
+        raise RecipeError([f"sample.count: {count} samples need the {key} of {count} test images; "
+                           f"the test split has {len(taken)}"])
+    return taken
 
 
 def save_samples(resolved: build.Resolved, pipeline: Pipeline, count: int, path: Path,
