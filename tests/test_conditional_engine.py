@@ -41,6 +41,8 @@ def test_conditional_run_eval_and_class_rows(tmp_path, capsys, monkeypatch):
     assert cli.main(["run", recipe, "--out", out, "--quiet", "train.steps=3", "sample.count=20"]) == 0
     summary = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["conditional"] is True and summary["images"] == 100
+    assert cli.main(["eval", recipe, "--out", out, "--quiet", "--bits-map", "2"]) == 0  # given the labels
+    assert Image.open(tmp_path / "run" / "bits_map.png").height > 200
     grid = Image.open(tmp_path / "run" / "samples.png")
     # 2 per class, 10 rows of 28+2 pixels, right of a margin with the rows' class names
     assert grid.height == 2 * (10 * 30 + 2) and grid.width - 2 * (2 * 30 + 2) > 40

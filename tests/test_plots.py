@@ -41,3 +41,23 @@ def test_curves_have_a_titled_panel_per_stage_and_mark_each_evaluation(tmp_path)
         assert [tuple(np.ravel(line.get_xydata())) for line in marked] == [(30, test)]
     assert len(figure.axes) == 4  # each panel's learning rate on its own axis
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bits_of_a_conditional_system_are_given_each_images_label():
+    import copy
+
+    raw = copy.deepcopy(TWO_STAGES)
+    for stage in raw["stages"].values():
+        stage["conditioner"] = {"plugin": "class_embedding", "classes": 3, "channels": 4}
+    torch.manual_seed(0)
+    pipeline = build.build_pipeline(build.validate(raw)).eval()
+    for stage in pipeline.stages.values():  # conditioners start at h = 0: make the label matter
+        for parameter in stage.conditioner.parameters():
+            torch.nn.init.normal_(parameter)
+    x = torch.randint(0, 4, (3, 1, 2, 2))
+    labels = torch.tensor([0, 1, 2])
+    bits = subpixel_bits(pipeline, x, labels).sum(dim=(1, 2, 3))
+    with torch.no_grad():
+        nll = -sum(pipeline.log_prob(x, labels).values()).double() / math.log(2)
+        other = -sum(pipeline.log_prob(x, (labels + 1) % 3).values()).double() / math.log(2)
+    assert torch.allclose(bits, nll, rtol=1e-5) and not torch.allclose(bits, other, rtol=1e-3)
