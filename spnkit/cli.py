@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -486,10 +487,15 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         args.func(args)
+        sys.stdout.flush()  # inside the try: a reader gone shows here, not at the interpreter's exit
     except SpnkitError as exc:  # only user mistakes: a bug keeps its traceback
         for line in exc.lines:
             print(f"error: {line}", file=sys.stderr)
         return USER_ERROR
+    except BrokenPipeError:  # the reader left (`spnkit options | head`): stop quietly, as Python's
+        # docs advise: stdout pointed at devnull so that the interpreter's last flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -56,3 +56,13 @@ def test_bash_completion_completes_subcommands_and_options(tmp_path, capsys):
     assert complete("spnkit", "sa") == ["sample"]
     assert complete("spnkit", "sample", "--te") == ["--temperature"]
     assert "completion" in complete("spnkit", "co")
+
+
+def test_output_cut_short_by_its_reader_ends_quietly():
+    """``spnkit options | head``: the reader leaves before spnkit writes; no BrokenPipe traceback."""
+    env = {**os.environ, "SPNKIT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "spnkit", "options"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    run.stdout.close()  # the reader is gone before the first line
+    stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == 1 and stderr == "", stderr
