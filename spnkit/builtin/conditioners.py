@@ -107,7 +107,7 @@ class Vector(Conditioner):
 @attrs.frozen
 class ImageEncoderOptions:
     """A convolutional encoder of the stage's input image to a code of ``bottleneck`` floats:
-    ``layers`` 3x3 convolutions of stride 2, ``channels`` wide, ReLU, then a linear map."""
+    ``layers`` 3x3 convolutions of stride 2, ``channels`` wide, ReLU, then a linear map and tanh."""
 
     bottleneck: int = attrs.field(default=8, validator=up_to(16384),
                                   metadata={"doc": "m: floats in the code, the auto-encoder's bottleneck"})
@@ -119,9 +119,11 @@ class ImageEncoderOptions:
 class ImageEncoder(Conditioner):
     """The PixelCNN Auto-Encoder's encoder (van den Oord et al. 2016c, section 3.4): the
     stage's input image to an ``m``-dimensional code ``h``, trained end to end with the stage's
-    loss, so the decoder models ``p(x | h(x))``. The code is ``h`` itself (``out_channels = m``);
-    unlike the label and vector conditioners it starts at random, so gradients reach every
-    layer from the first step."""
+    loss, so the decoder models ``p(x | h(x))``. The code is ``h`` itself (``out_channels = m``),
+    each float squashed into (-1, 1) by tanh: on Fashion-MNIST an unbounded code of 32 floats
+    made gradient norms spike into the hundreds and training stall at lr 1e-3, the bounded one
+    trained smoothly. Unlike the label and vector conditioners it starts at random, so
+    gradients reach every layer from the first step."""
 
     Options = ImageEncoderOptions
     takes = "image"
@@ -143,9 +145,9 @@ class ImageEncoder(Conditioner):
         return self.options.bottleneck
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """levels ``[B, C, H, W]`` long -> code ``[B, bottleneck]``; levels scaled to [-1, 1]."""
+        """levels ``[B, C, H, W]`` long -> code ``[B, bottleneck]`` in (-1, 1); levels scaled to [-1, 1]."""
         x = image.to(self.linear.weight.dtype) * (2 / max(self.spec.levels - 1, 1)) - 1
-        return self.linear(self.convs(x).flatten(1))  # [B, F, H', W'] -> [B, F*H'*W'] -> [B, m]
+        return torch.tanh(self.linear(self.convs(x).flatten(1)))  # [B, F, H', W'] -> [B, F*H'*W'] -> [B, m]
 
     def forward(self, side: torch.Tensor) -> torch.Tensor:
         """codes ``[B, bottleneck]`` float -> ``h``, the codes themselves."""
