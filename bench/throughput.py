@@ -3,7 +3,7 @@ another checkout of spnkit and with ``torch.compile``, all timed in one process,
 (ratios, not figures taken at different moments of a shared machine).
 
     python bench/throughput.py [RECIPE] [KEY=VALUE ...] [--gated] [--baseline DIR] [--compile] [--bf16]
-                               [--threads N] [--rounds 5] [--steps 4] [--device cuda]
+                               [--threads N] [--clock wall|cpu] [--rounds 5] [--steps 4] [--device cuda]
 
 RECIPE defaults to recipes/quickstart.toml. ``--gated`` replaces its stages with one raster
 stage: a gated PixelCNN of 6 layers x 64 channels (128 residual channels) over 8-bit 28x28x1
@@ -150,24 +150,24 @@ class Textbook:
         self.model.train()
 
 
-def seconds(function, device: str) -> float:
+def seconds(function, device: str, clock=time.perf_counter) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
-    started = time.perf_counter()
+    started = clock()
     function()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - started
+    return clock() - started
 
 
-def interleaved(jobs: list, rounds: int, device: str) -> list[list[float]]:
+def interleaved(jobs: list, rounds: int, device: str, clock=time.perf_counter) -> list[list[float]]:
     """Seconds of each job in each round, the jobs taking turns within a round (after one warm-up call each)."""
     for job in jobs:
         job()
     times = [[] for _ in jobs]
     for _ in range(rounds):
         for job, record in zip(jobs, times):
-            record.append(seconds(job, device))
+            record.append(seconds(job, device, clock))
     return times
 
 
@@ -184,7 +184,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="training batch (default: the recipe's train.batch_size)")
     parser.add_argument("--compile", action="store_true", help="also each version with its training loss compiled")
     parser.add_argument("--bf16", action="store_true", help="also each version trained under bf16 autocast")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time, steadier on a shared machine (use with --threads 1)")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = [*args.overrides, *(GATED if args.gated else [])]
@@ -204,9 +207,9 @@ def main() -> None:
         train = [None] * len(subjects)
         if name is not None:
             train = interleaved([lambda s=s: [s.steps[name]() for _ in range(args.steps)] for s in subjects],
-                                args.rounds, args.device)
+                                args.rounds, args.device, clock)
         evaluated = [s for s in subjects if not (s.compiled or s.bf16) and (name or isinstance(s, Subject))]
-        evaluation = interleaved([lambda s=s: s.evaluate(name) for s in evaluated], args.rounds, args.device)
+        evaluation = interleaved([lambda s=s: s.evaluate(name) for s in evaluated], args.rounds, args.device, clock)
         evaluation = [evaluation[evaluated.index(s)] if s in evaluated else None for s in subjects]
         for index, subject in enumerate(subjects):
             if train[index] is None and evaluation[index] is None:
