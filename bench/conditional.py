@@ -43,21 +43,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as scratch:
         folders = {label: Path(scratch) / label for label in models}
-        steps = dict.fromkeys(models, 0)
-        for name in models["unconditional"].recipe.stages:
-            trainers = {label: StageTrainer(resolved, name, shards.shards, folders[label] / "stages" / name)
-                        for label, resolved in models.items()}
-            spent = dict.fromkeys(models, 0.0)
-            share = args.seconds / len(models["unconditional"].recipe.stages)
-            while any(spent[label] < share for label in models):
-                for label, trainer in trainers.items():
-                    if spent[label] < share:
-                        started = time.perf_counter()
-                        trainer.train_step()
-                        spent[label] += time.perf_counter() - started
-                        steps[label] += 1
-            for trainer in trainers.values():
-                trainer.save()
+        steps = train_for_equal_time(models, shards.shards, folders, args.seconds)
         rows = []
         for label, resolved in models.items():
             pipeline = load_trained(resolved, folders[label])
@@ -75,6 +61,31 @@ def main() -> None:
     for label, count, taken, result in rows:
         print(f"{label:<16}{count:>12,}{taken:>8}{result['test_bits_per_dim']:>15.4f}")
     print(f"wrote {args.grid} (one row per class: {', '.join(load_split(data, 'test').classes or [])})")
+
+
+def train_for_equal_time(models: dict[str, build.Resolved], shards: list, folders: dict[str, Path],
+                         seconds: float) -> dict[str, int]:
+    """Train every model for ``seconds`` of its own step time (stage by stage, an equal share
+    each), their steps alternating so that all see the same machine load; save each stage's
+    checkpoint into ``folders[label]/stages/NAME``. Returns each model's steps (all stages).
+    The models share stage names (the first model's)."""
+    first = next(iter(models.values())).recipe.stages
+    steps = dict.fromkeys(models, 0)
+    for name in first:
+        trainers = {label: StageTrainer(resolved, name, shards, folders[label] / "stages" / name)
+                    for label, resolved in models.items()}
+        spent = dict.fromkeys(models, 0.0)
+        share = seconds / len(first)
+        while any(spent[label] < share for label in models):
+            for label, trainer in trainers.items():
+                if spent[label] < share:
+                    started = time.perf_counter()
+                    trainer.train_step()
+                    spent[label] += time.perf_counter() - started
+                    steps[label] += 1
+        for trainer in trainers.values():
+            trainer.save()
+    return steps
 
 
 def wrong_label_bits(resolved, pipeline, limit: int) -> dict:
