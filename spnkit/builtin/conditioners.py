@@ -117,13 +117,15 @@ class ImageEncoderOptions:
 
 
 class ImageEncoder(Conditioner):
-    """The PixelCNN Auto-Encoder's encoder (van den Oord et al. 2016c, section 3.4): the
-    stage's input image to an ``m``-dimensional code ``h``, trained end to end with the stage's
-    loss, so the decoder models ``p(x | h(x))``. The code is ``h`` itself (``out_channels = m``),
-    each float squashed into (-1, 1) by tanh: on Fashion-MNIST an unbounded code of 32 floats
-    made gradient norms spike into the hundreds and training stall at lr 1e-3, the bounded one
-    trained smoothly. Unlike the label and vector conditioners it starts at random, so
-    gradients reach every layer from the first step."""
+    """The PixelCNN Auto-Encoder's encoder: the stage's input image to a code of m floats.
+
+    After van den Oord et al. 2016c, section 3.4: the code ``h`` is trained end to end with the
+    stage's loss, so the decoder models ``p(x | h(x))``. The code is ``h`` itself
+    (``out_channels = m``), each float squashed into (-1, 1) by tanh: on Fashion-MNIST an
+    unbounded code of 32 floats made gradient norms spike into the hundreds and training stall
+    at lr 1e-3; bounded, they stayed near 1 (how soon the decoder learns to use a bounded code,
+    against an unbounded one, is not measured: see bench/autoencoder.py). Unlike the label and
+    vector conditioners it starts at random, so gradients reach every layer from the first step."""
 
     Options = ImageEncoderOptions
     takes = "image"
