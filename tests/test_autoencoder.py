@@ -92,3 +92,12 @@ def test_sampling_without_a_code_names_what_to_pass():
         pipeline.sample(2, (1, 2, 2))
     with pytest.raises(ValueError, match=r"expected codes \[2, 3\] float"):
         pipeline.sample(2, (1, 2, 2), side=torch.zeros(2, 4))
+
+
+def test_a_recipe_mixing_codes_with_labels_is_refused_naming_the_stage():
+    mixed = {**TWO_STAGES, "stages": {**TWO_STAGES["stages"], "low": {
+        **TWO_STAGES["stages"]["low"], "conditioner": {"plugin": "class_embedding", "classes": 3}}}}
+    with pytest.raises(build.RecipeError) as error:
+        build.validate(mixed)
+    assert str(error.value).endswith("stages.high.conditioner: a stage given the code of its own input cannot share a "
+                                     "recipe with stages given labels of 3 classes (stage 'low') yet")

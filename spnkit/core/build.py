@@ -298,8 +298,15 @@ def _batch_problems(recipe: Recipe) -> list[str]:
 
 
 def _side_problems(resolved: Resolved) -> list[str]:
-    """Every stage is given the same side information, so conditioners must agree on it."""
+    """Every stage is given the same side information, so conditioners must agree on it; and the
+    engine hands the data's side information to every conditional stage, so stages that encode
+    their own input do not share a recipe with stages given labels or vectors (yet)."""
     problems, first = [], None
+    data_side = resolved.side
+    if data_side is not None:
+        given = next(name for name, plan in resolved.stages.items() if plan.side == data_side)
+        problems += [f"stages.{name}.conditioner: a stage given the code of its own input cannot share a recipe "
+                     f"with stages given {data_side} (stage {given!r}) yet" for name in resolved.encoded]
     for plan in resolved.stages.values():
         side = plan.side
         if side is None or not side.from_data:
