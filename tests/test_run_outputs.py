@@ -94,6 +94,10 @@ def test_summary_says_how_long_on_how_many_images_and_which_weights(trained):
     assert summary["steps"] == 2 and summary["images_seen"] == {"low": 2 * batch, "high": 2 * batch}
     assert summary["seconds"] > 0
     assert summary["weights"]["kind"] == "polyak average" and summary["weights"]["updates"] == 2
+    from spnkit.builtin.backends import CPUBackend
+    from spnkit.core.backend import RuntimeConfig
+
+    assert summary["precision"] == CPUBackend(RuntimeConfig()).precision  # "auto", resolved on this CPU
 
 
 def test_eval_bits_map_draws_the_test_images_beside_their_bits(trained, capsys):

@@ -264,6 +264,7 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
             "parameters": {name: sum(p.numel() for p in stage.parameters())
                            for name, stage in pipeline.stages.items()},
             "processes": backend.world,
+            "precision": backend.precision,  # what runtime.precision ("auto": per device) trained in
             "seconds": round(time.perf_counter() - started, 1),
         }
         if backend.is_main:
