@@ -64,6 +64,21 @@ def spnkit_of(checkout: Path | None):
         sys.modules.update(ours)
 
 
+def training_step(model: torch.nn.Module, loss_of, device: str, bf16: bool):
+    """One full training step of ``model`` as a function: ``loss_of()`` (under bf16 autocast if
+    asked), backward, RMSProp (the paper's optimizer, spnkit's default)."""
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-8)
+
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 class Subject:
     """One version's pipeline, with a training step and an evaluation batch per stage."""
 
@@ -91,19 +106,10 @@ class Subject:
     def _train_step(self, name: str):
         stage = self.pipeline.stages[name]
         stage.train()
-        optimizer = torch.optim.RMSprop(stage.parameters(), lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-8)
         generator = torch.Generator(device=self.args.device).manual_seed(0)
         target, cond = self.pipeline.stage_inputs(name, self.pipeline.quantizer.encode(self.images(self.batch, 1)))
         loss_of = torch.compile(stage.loss) if self.compiled else stage.loss
-
-        def step() -> None:
-            with torch.autocast(device_type=self.args.device, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = loss_of(target, cond, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        return step
+        return training_step(stage, lambda: loss_of(target, cond, generator), self.args.device, self.bf16)
 
     @torch.no_grad()
     def evaluate(self, name: str | None) -> None:
@@ -128,16 +134,8 @@ class Textbook:
         self.label, self.compiled, self.bf16 = f"textbook{' bf16' if bf16 else ''}", False, bf16
         torch.manual_seed(0)
         self.model = TextbookGatedPixelCNN(layers=6, features=64, skip=128).to(subject.args.device)
-        optimizer = torch.optim.RMSprop(self.model.parameters(), lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-8)
         train_images, self.eval_images = subject.images(subject.batch, 1), subject.images(subject.eval_batch, 2)
-
-        def step() -> None:
-            with torch.autocast(device_type=subject.args.device, dtype=torch.bfloat16, enabled=bf16):
-                loss = self.model.loss(train_images)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
+        step = training_step(self.model, lambda: self.model.loss(train_images), subject.args.device, bf16)
         self.stage, self.steps = stage, {stage: step}
 
     def parameter_count(self, name: str | None) -> int:

@@ -30,7 +30,7 @@ from spnkit.core.plugins import Registry, UnknownPluginError, default_registry
 from spnkit.core.system import Pipeline
 from spnkit.engine import checkpoint
 from spnkit.engine.out_folder import prepare, replace_file, writing
-from spnkit.engine.run_record import PLUGINS, RECIPE, plugins_used
+from spnkit.engine.run_record import PLUGINS, RECIPE, write_run_record
 
 FORMAT = "spnkit-export 1"
 WEIGHTS = "model.safetensors"
@@ -68,8 +68,7 @@ def export(run: Path, out: Path, registry: Registry | None = None) -> str:
     header = (f"# Exported by spnkit export from {run}: the resolved recipe of the weights beside it.\n"
               f"# In Python: spnkit.load({str(out)!r}) builds the trained pipeline.\n\n")
     prepare(out, "-o")
-    replace_file(out / RECIPE, (header + resolved.to_toml()).encode())
-    replace_file(out / PLUGINS, (json.dumps(plugins_used(resolved), indent=2) + "\n").encode())
+    write_run_record(resolved, out, header)
     weights = "polyak average" if resolved.recipe.train.ema else "raw"
     for name, stage in pipeline.stages.items():
         tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in stage.state_dict().items()}

@@ -23,9 +23,11 @@ def plugins_used(resolved: build.Resolved) -> list[dict]:
              "version": c.entry.provider.version} for path, c in chosen]
 
 
-def write_run_record(resolved: build.Resolved, out: Path) -> None:
-    """``OUT/recipe.toml`` and ``OUT/plugins.json``, each replaced whole (atomically)."""
-    header = ("# The resolved recipe of the latest training into this folder: defaults filled in,\n"
-              f"# overrides applied. `spnkit run {out / RECIPE} --out {out}` continues it.\n\n")
+def write_run_record(resolved: build.Resolved, out: Path, header: str | None = None) -> None:
+    """``OUT/recipe.toml`` (under ``header``, comment lines; by default: how to continue the run)
+    and ``OUT/plugins.json``, each replaced whole (atomically)."""
+    if header is None:
+        header = ("# The resolved recipe of the latest training into this folder: defaults filled in,\n"
+                  f"# overrides applied. `spnkit run {out / RECIPE} --out {out}` continues it.\n\n")
     replace_file(out / RECIPE, (header + resolved.to_toml()).encode())
     replace_file(out / PLUGINS, (json.dumps(plugins_used(resolved), indent=2) + "\n").encode())
