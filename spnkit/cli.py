@@ -69,6 +69,7 @@ def cmd_check(args: argparse.Namespace) -> None:
                        + (f", first {stage.given_slices} given" if stage.given_slices else "")),
             ("encoder", _describe_part(stage.encoder)),
             ("decoder", _describe_part(stage.decoder)),
+            ("conditioner", _describe_conditioner(resolved.stages[name].conditioner, stage.conditioner)),
             ("parameters", f"{count:,}"),
         ]
         print()
@@ -80,6 +81,15 @@ def _describe_part(module: torch.nn.Module | None) -> str:
     if module is None:
         return "none"
     return f"{type(module).__name__} ({sum(p.numel() for p in module.parameters()):,} parameters)"
+
+
+def _describe_conditioner(component: build.Component | None, module: torch.nn.Module | None) -> str:
+    """``image_encoder (bottleneck=8, channels=32, layers=3; 25,000 parameters)``, or ``none``."""
+    if component is None:
+        return "none"
+    table = component.table()
+    options = ", ".join(f"{key}={value}" for key, value in table.items() if key != "plugin")
+    return f"{table['plugin']} ({options}; {sum(p.numel() for p in module.parameters()):,} parameters)"
 
 
 def cmd_show(args: argparse.Namespace) -> None:

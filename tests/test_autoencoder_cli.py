@@ -158,3 +158,20 @@ def test_compressing_with_an_auto_encoder_is_one_error_line(trained, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].endswith("are given the code of their own input; "
                                              "the codec codes unconditional systems only")
+
+
+def test_the_bits_map_titles_say_given_the_code(trained, monkeypatch):
+    path, out, _ = trained
+    drawn = {}
+    monkeypatch.setattr("spnkit.engine.plots.plot_bits_map",
+                        lambda images, bits, target, titles=None: drawn.update(titles=titles, bits=bits))
+    assert cli.main(["eval", str(path), "--out", str(out), "--quiet", "--bits-map", "2"]) == 0
+    per_dim = drawn["bits"].sum(axis=(1, 2)) / (28 * 28)
+    assert drawn["titles"] == [f"test image {k}: {d:.3f} bits/dim given its code" for k, d in enumerate(per_dim)]
+
+
+def test_check_names_each_stage_s_conditioner(trained, capsys):
+    path, _, _ = trained
+    assert cli.main(["check", str(path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("conditioner")]
+    assert len(rows) == 2 and all("image_encoder" in row and "bottleneck=4" in row for row in rows)

@@ -58,9 +58,11 @@ def write_bits_map(resolved: build.Resolved, pipeline: Pipeline, count: int, pat
                           None if given is None else given[k:k + 1].to(device)).sum(dim=1)[0].cpu()
             for k in range(len(pixels))]  # one image at a time: logits are [L, C, H, W] floats per image
     bits = torch.stack(rows).numpy()
+    per_dim = [b.sum() / pixels[0].numel() for b in bits]
     titles = None
-    if side is not None and side.kind == "labels" and test.classes:
-        titles = [f"{test.classes[int(label)]}: {b.sum() / pixels[0].numel():.3f} bits/dim"
-                  for label, b in zip(given, bits)]
+    if resolved.encoded:  # -log p(x | code of x): not a likelihood of x (see evaluate.given_code)
+        titles = [f"test image {k}: {d:.3f} bits/dim given its code" for k, d in enumerate(per_dim)]
+    elif side is not None and side.kind == "labels" and test.classes:
+        titles = [f"{test.classes[int(label)]}: {d:.3f} bits/dim" for label, d in zip(given, per_dim)]
     plots.plot_bits_map(pixels.numpy(), bits, path, titles)
     return bits
