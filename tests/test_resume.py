@@ -41,6 +41,12 @@ RECIPE = {
     "train": {"steps": 6, "batch_size": 4, "ema": 0.9, "checkpoint_every": 2},
 }
 
+# the same stages as PixelCNN Auto-Encoders: each conditioned on the code of its own input
+CODE = {"plugin": "image_encoder", "bottleneck": 3, "channels": 4, "layers": 2}
+AUTOENCODER = copy.deepcopy(RECIPE)
+for table in AUTOENCODER["stages"].values():
+    table["conditioner"] = CODE
+
 
 def assert_same_training_state(a: dict, b: dict) -> None:
     assert a["step"] == b["step"]
@@ -56,9 +62,11 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert all(torch.equal(a["rng"][k], b["rng"][k]) for k in a["rng"])
 
 
-@pytest.mark.parametrize("stage", list(RECIPE["stages"]))
-def test_stopping_and_resuming_any_kind_of_stage_is_bitwise_exact(stage, tmp_path):
-    resolved = build.validate(RECIPE)
+@pytest.mark.parametrize("raw, stage", [(RECIPE, name) for name in RECIPE["stages"]]
+                         + [(AUTOENCODER, "small"), (AUTOENCODER, "high")], ids=lambda value: value
+                         if isinstance(value, str) else "autoencoder" if value is AUTOENCODER else "labels")
+def test_stopping_and_resuming_any_kind_of_stage_is_bitwise_exact(raw, stage, tmp_path):
+    resolved = build.validate(raw)
     shards = load_split(resolved.recipe.data, "train").shards
     StageTrainer(resolved, stage, shards, tmp_path / "straight").train(progress=False)
     StageTrainer(resolved, stage, shards, tmp_path / "stopped").train(progress=False, until=3)
