@@ -339,3 +339,23 @@ def test_conditional_pipeline_samples_given_labels():
         pipeline.sample(4, (1, 2, 2))
     with pytest.raises(ValueError, match=re.escape(f"stage 'low' is conditional: {MISSING_SIDE}")):
         pipeline.log_prob(torch.zeros(1, 1, 2, 2, dtype=torch.long))
+
+
+def test_a_tiled_side_vector_is_mapped_once_per_image_with_the_convolution_s_values_and_gradients():
+    from spnkit.nn.masked_conv import Conv1x1
+
+    torch.manual_seed(0)
+    conv = Conv1x1(5, 7)
+    side = torch.randn(3, 5, requires_grad=True)
+    tiled = side.view(3, 5, 1, 1).expand(-1, -1, 4, 6)  # how stages hand h to decoders
+    fast = conv(tiled)
+    assert fast.stride()[2:] == (0, 0)  # mapped once per image, not per position
+    weights = torch.randn(3, 7, 4, 6)
+    (fast * weights).sum().backward()
+    fast_grads = [side.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()]
+    side.grad = conv.weight.grad = conv.bias.grad = None
+    full = torch.nn.functional.conv2d(tiled.contiguous(), conv.weight, conv.bias)
+    (full * weights).sum().backward()
+    torch.testing.assert_close(fast, full)
+    for got, expected in zip(fast_grads, [side.grad, conv.weight.grad, conv.bias.grad]):
+        torch.testing.assert_close(got, expected)

@@ -134,6 +134,8 @@ class AutoregressiveStage(Stage):
         parts = [] if encoded is None else [encoded]
         if side_h is not None:
             parts.append(side_h.view(*side_h.shape, 1, 1).expand(-1, -1, self.slice_height, self.slice_width))
+        if len(parts) == 1:
+            return parts[0]  # the tiled view, not a copy: decoders' Conv1x1 maps it once per image
         return torch.cat(parts, dim=1) if parts else None
 
     def slice_context(self, slices: torch.Tensor, t: int, cond: torch.Tensor | None = None) -> torch.Tensor | None:

@@ -162,10 +162,22 @@ class VerticalConv(nn.Conv2d):
 
 class Conv1x1(nn.Conv2d):
     """An unmasked 1x1 convolution (``nn.Conv2d(in, out, 1)``) that can also be applied to
-    features laid out channels-last."""
+    features laid out channels-last.
+
+    A map that is one vector per image tiled over space (strides 0 in height and width, as a
+    conditioner's ``h`` is given to decoders) is mapped once per image and tiled again: the
+    same values, without a convolution and its backward pass over every position (these
+    took a third of the training step of a gated PixelCNN given a code)."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__(in_features, out_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, in, h, w]`` -> ``[B, out, h, w]`` (a tiled view when ``x`` is one)."""
+        if x.dim() == 4 and x.stride(2) == 0 and x.stride(3) == 0:
+            b, _, height, width = x.shape
+            return self.pointwise(x[:, :, 0, 0]).view(b, -1, 1, 1).expand(-1, -1, height, width)
+        return super().forward(x)
 
     def pointwise(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., in]`` -> ``[..., out]``."""
