@@ -63,6 +63,23 @@ def test_the_bar_counts_each_slice_as_the_decoders_draw_it(reference):
         assert "sample" not in vars(stage.decoder) and "sample_reference" not in vars(stage.decoder)
 
 
+@pytest.mark.parametrize("reference", [False, True])
+def test_the_bar_counts_guided_slices_too(reference):
+    import torch
+
+    from spnkit.engine.sampling_bar import ENTRY_POINTS, sampling_bar
+    from test_guidance import TWO_STAGES, randomized
+
+    pipeline = randomized(TWO_STAGES)
+    with sampling_bar(pipeline, 2) as bar:
+        pipeline.sample(2, (2, 4, 4), side=torch.tensor([0, 2]), guidance=1.5, reference=reference,
+                        generator=torch.Generator().manual_seed(0))
+        ticked = bar.n
+    assert ticked == 2 * (2 * 4 * 4)  # both stages' 2x4x4 subpixels, as guided slices were drawn
+    for stage in pipeline.stages.values():
+        assert not set(ENTRY_POINTS) & set(vars(stage.decoder))
+
+
 def test_the_run_folder_holds_its_resolved_recipe_and_plugins(trained, capsys):
     from spnkit.core import build, plugins
     from spnkit.engine.checkpoint import stage_fingerprint

@@ -290,6 +290,28 @@ class SliceDecoder(nn.Module, abc.ABC):
                 return sampling.draw_slice(cache, inputs, noise, temperature, given)
         return self.sample_reference(noise, context=context, temperature=temperature, given=given)
 
+    def sample_guided(
+        self,
+        noise: torch.Tensor,
+        *,
+        context: torch.Tensor | None,
+        uncond: torch.Tensor | None,
+        weight: float,
+        temperature: float = 1.0,
+        given: torch.Tensor | None = None,
+        reference: bool = False,
+    ) -> torch.Tensor:
+        """A slice drawn with classifier-free guidance: the logits given ``context`` (with the
+        labels) and given ``uncond`` (with "no label"), each from its own ``slice_cache`` (full
+        forward passes when ``reference``), mixed per subpixel by ``sampling.GuidedCache``
+        (``weight`` W: ``(1 + W) * cond - W * uncond``). Other arguments and result as for
+        ``sample_reference``."""
+        inputs = sampling.TwinInputs(sampling.PixelInputs(noise), sampling.PixelInputs(noise))
+        with torch.no_grad():
+            caches = [_FullPasses(self, half, ctx) if reference else self.slice_cache(half, ctx)
+                      for half, ctx in ((inputs.cond, context), (inputs.uncond, uncond))]
+            return sampling.draw_slice(sampling.GuidedCache(*caches, weight), inputs, noise, temperature, given)
+
 
 class _FullPasses(sampling.SliceCache):
     """No cache: a decoder's whole teacher-forced forward pass for every subpixel."""

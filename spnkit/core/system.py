@@ -22,10 +22,9 @@ from spnkit.core.interfaces import (
     Quantizer,
     SliceDecoder,
     Stage,
-    _FullPasses,
     one_hot,
 )
-from spnkit.core.sampling import GuidedCache, PixelInputs, TwinInputs, draw_slice, gumbel_noise
+from spnkit.core.sampling import gumbel_noise
 
 SIDE_HINT = "pass side (labels [B] or vectors [B, K])"
 
@@ -276,24 +275,12 @@ class AutoregressiveStage(Stage):
                     uncond = self._context(slices_one_hot, torch.full((batch,), t, device=device), cond_slices, null_h)
                 else:
                     uncond = self._with_side(encode_null(t), null_h)
-                slices[:, t] = guided_slice(self.decoder, noise[:, t], context, uncond, guidance, temperature,
-                                            kept, reference)
+                slices[:, t] = self.decoder.sample_guided(noise[:, t], context=context, uncond=uncond,
+                                                          weight=guidance, temperature=temperature, given=kept,
+                                                          reference=reference)
             if encode is None:
                 slices_one_hot[:, t] = one_hot(slices[:, t], self.levels, dtype)
         return self.ordering.from_slices(slices, self.height, self.width)
-
-
-def guided_slice(decoder: SliceDecoder, noise: torch.Tensor, context: torch.Tensor | None,
-                 uncond: torch.Tensor | None, weight: float, temperature: float = 1.0,
-                 given: torch.Tensor | None = None, reference: bool = False) -> torch.Tensor:
-    """A slice drawn with classifier-free guidance: ``decoder``'s logits given ``context`` (with
-    the labels) and given ``uncond`` (with "no label"), each from its own cache (full forward
-    passes when ``reference``), mixed per subpixel by ``sampling.GuidedCache``. Noise, given
-    values and result as for ``SliceDecoder.sample``."""
-    inputs = TwinInputs(PixelInputs(noise), PixelInputs(noise))
-    caches = [_FullPasses(decoder, half, ctx) if reference else decoder.slice_cache(half, ctx)
-              for half, ctx in ((inputs.cond, context), (inputs.uncond, uncond))]
-    return draw_slice(GuidedCache(*caches, weight), inputs, noise, temperature, given)
 
 
 class Pipeline(nn.Module):

@@ -3,8 +3,8 @@ slice, and the images per second at the end.
 
 Sampling takes minutes on a CPU and the core's sampling loops know nothing of progress bars, so
 the bar counts from outside: while it is open, each stage's decoder reports every slice it
-draws (``SliceDecoder.sample`` / ``sample_reference``, which every stage built on the
-interfaces calls once per slice). A stage that draws without its decoder's entry points still
+draws (``SliceDecoder.sample`` / ``sample_reference`` / ``sample_guided``, one of which every
+stage built on the interfaces calls once per slice). A stage that draws without its decoder's entry points still
 samples correctly; the bar then jumps to the end.
 """
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from spnkit.core.system import Pipeline
 
-ENTRY_POINTS = ("sample", "sample_reference")
+ENTRY_POINTS = ("sample", "sample_reference", "sample_guided")
 
 
 @contextlib.contextmanager
