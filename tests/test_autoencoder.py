@@ -38,13 +38,25 @@ def images(count: int, shape=(2, 4, 4), levels: int = 8, seed: int = 3) -> torch
 
 
 def test_the_training_loss_reaches_every_weight_of_the_encoder():
+    """The code starts at 0 (its linear map at zero), so the first step moves that map, and from
+    the second on the loss reaches the convolutions too."""
     pipeline = build.build_pipeline(build.validate(TWO_STAGES))  # as training starts: default initialisation
     planes = pipeline.quantizer.encode(images(4))
+
+    def gradients(stage, inputs) -> dict[str, torch.Tensor]:
+        stage.zero_grad()
+        stage.loss(*inputs, uniform=torch.full((4,), 0.6)).backward()
+        return {key: p.grad for key, p in stage.conditioner.named_parameters()}
+
     for name, stage in pipeline.stages.items():
         stage.train()
-        stage.loss(*pipeline.stage_inputs(name, planes), uniform=torch.full((4,), 0.6)).backward()
-        for key, parameter in stage.conditioner.named_parameters():
-            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"{name}: {key} gets no gradient"
+        inputs = pipeline.stage_inputs(name, planes)
+        assert torch.count_nonzero(stage.conditioner.side_of(inputs[0])) == 0  # h = 0 at first
+        first = gradients(stage, inputs)
+        assert first["linear.weight"].abs().sum() > 0, f"{name}: the code's linear map gets no gradient"
+        torch.optim.Adam(stage.parameters(), lr=1e-3).step()
+        for key, grad in gradients(stage, inputs).items():
+            assert grad is not None and grad.abs().sum() > 0, f"{name}: {key} gets no gradient"
 
 
 def test_probabilities_sum_to_one_for_any_fixed_code():
@@ -101,3 +113,21 @@ def test_a_recipe_mixing_codes_with_labels_is_refused_naming_the_stage():
         build.validate(mixed)
     assert str(error.value).endswith("stages.high.conditioner: a stage given the code of its own input cannot share a "
                                      "recipe with stages given labels of 3 classes (stage 'low') yet")
+
+
+def test_adam_cannot_saturate_the_code_within_a_few_steps():
+    """Adam moves each weight by about lr per step whatever its gradient, so an unscaled linear map
+    over F features moves the code by up to lr * F per step: on 28x28 images (F = 512) 25 steps
+    of the most consistent push there is left every code at +-1 (tanh saturated, no gradient)."""
+    from spnkit.builtin.conditioners import ImageEncoder, ImageEncoderOptions
+    from spnkit.core.interfaces import InputSpec
+
+    torch.manual_seed(0)
+    encoder = ImageEncoder(ImageEncoderOptions(bottleneck=32), InputSpec(1, 28, 28, 256))
+    pictures = torch.randint(0, 256, (16, 1, 28, 28))
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    for _ in range(25):
+        optimizer.zero_grad()
+        (-encoder.encode(pictures).sum()).backward()  # every code pushed up, every step
+        optimizer.step()
+    assert encoder.encode(pictures).abs().max() < 0.9

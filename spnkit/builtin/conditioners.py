@@ -2,7 +2,7 @@
 2016c): a learned embedding of class labels, a linear map of given vectors, and a
 convolutional encoder of the stage's own input image (the PixelCNN Auto-Encoder).
 
-The first two start at ``h = 0``: random label embeddings at initialisation are per-class noise in every
+All three start at ``h = 0``: random label embeddings at initialisation are per-class noise in every
 context, and on Fashion-MNIST they left the conditional model behind the unconditional one for
 the first hundreds of steps; from zero, the label's effect grows as it is learned."""
 
@@ -107,7 +107,8 @@ class Vector(Conditioner):
 @attrs.frozen
 class ImageEncoderOptions:
     """A convolutional encoder of the stage's input image to a code of ``bottleneck`` floats:
-    ``layers`` 3x3 convolutions of stride 2, ``channels`` wide, ReLU, then a linear map and tanh."""
+    ``layers`` 3x3 convolutions of stride 2, ``channels`` wide, ReLU, then a layer norm, a linear
+    map and tanh."""
 
     bottleneck: int = attrs.field(default=8, validator=up_to(16384),
                                   metadata={"doc": "m: floats in the code, the auto-encoder's bottleneck"})
@@ -121,11 +122,16 @@ class ImageEncoder(Conditioner):
 
     After van den Oord et al. 2016c, section 3.4: the code ``h`` is trained end to end with the
     stage's loss, so the decoder models ``p(x | h(x))``. The code is ``h`` itself
-    (``out_channels = m``), each float squashed into (-1, 1) by tanh: on Fashion-MNIST an
-    unbounded code of 32 floats made gradient norms spike into the hundreds and training stall
-    at lr 1e-3; bounded, they stayed near 1 (how soon the decoder learns to use a bounded code,
-    against an unbounded one, is not measured: see bench/autoencoder.py). Unlike the label and
-    vector conditioners it starts at random, so gradients reach every layer from the first step."""
+    (``out_channels = m``), ``tanh(linear(features) / sqrt(F))`` of the convolutions' ``F``
+    features, normalised per image. Each part was needed on Fashion-MNIST at lr 1e-3
+    (``bench/autoencoder.py``): unbounded, a code of 32 floats made gradient norms spike into
+    the hundreds and training stall; drawn at random at first, the code was noise in every
+    layer and the auto-encoders fell behind the unconditional model, so the linear map starts
+    at zero (``h = 0``, as the other conditioners); and Adam moves each of its ``F`` weights by
+    about the learning rate per step whatever the gradient's size, so unscaled the code moved
+    by up to ``lr * F`` per step and saturated tanh (every code at +-1, the encoder's gradient
+    gone) within 25 steps. The ``1 / sqrt(F)`` (an equalised learning rate, Karras et al. 2018)
+    keeps it within tanh's working range."""
 
     Options = ImageEncoderOptions
     takes = "image"
@@ -140,7 +146,11 @@ class ImageEncoder(Conditioner):
             convs += [nn.Conv2d(features, options.channels, 3, stride=2, padding=1), nn.ReLU()]
             features, height, width = options.channels, math.ceil(height / 2), math.ceil(width / 2)
         self.convs = nn.Sequential(*convs)
+        self.norm = nn.LayerNorm(features * height * width, elementwise_affine=False)
         self.linear = nn.Linear(features * height * width, options.bottleneck)
+        nn.init.zeros_(self.linear.weight)  # h = 0 at first, as the other conditioners'
+        nn.init.zeros_(self.linear.bias)
+        self.scale = 1 / math.sqrt(self.linear.in_features)  # see the class docstring
 
     @property
     def out_channels(self) -> int:
@@ -149,7 +159,8 @@ class ImageEncoder(Conditioner):
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """levels ``[B, C, H, W]`` long -> code ``[B, bottleneck]`` in (-1, 1); levels scaled to [-1, 1]."""
         x = image.to(self.linear.weight.dtype) * (2 / max(self.spec.levels - 1, 1)) - 1
-        return torch.tanh(self.linear(self.convs(x).flatten(1)))  # [B, F, H', W'] -> [B, F*H'*W'] -> [B, m]
+        features = self.norm(self.convs(x).flatten(1))  # [B, F, H', W'] -> [B, F*H'*W'], per image 0 mean, 1 variance
+        return torch.tanh(self.linear(features) * self.scale)  # [B, m]
 
     def forward(self, side: torch.Tensor) -> torch.Tensor:
         """codes ``[B, bottleneck]`` float -> ``h``, the codes themselves."""
