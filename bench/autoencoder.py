@@ -13,7 +13,7 @@ between two test images' codes (rows: samples, each column with the same noise).
 On a CPU shared with other work, one thread per process (``--threads 1``, the default) trains
 several times faster than two threads waiting for each other.
 
-    python bench/autoencoder.py [--seconds 300] [--threads 1] [--test-images 0] [--docs docs]
+    python bench/autoencoder.py [--seconds 600] [--threads 1] [--test-images 0] [--docs docs]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def plot(figures: dict[int, float], unconditional: float, path: Path, seconds: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=300, help="training time per model")
+    parser.add_argument("--seconds", type=float, default=600, help="training time per model")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--test-images", type=int, default=0, help="0: the whole test split")
     parser.add_argument("--samples", type=int, default=6, help="samples per image in the reconstructions")

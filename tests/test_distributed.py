@@ -47,7 +47,7 @@ def losses(out) -> list[float]:
 def torchrun(*args) -> subprocess.CompletedProcess:
     script = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "SPNKIT_DISABLE_PLUGIN_AUTOLOAD": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([script, "--nproc-per-node", "2", "--master-port", "29517", "-m", "spnkit.cli", *args],
+    return subprocess.run([script, "--standalone", "--nproc-per-node", "2", "-m", "spnkit.cli", *args],
                           env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
