@@ -174,6 +174,37 @@ def test_clipping_sees_the_gradients_the_backend_reduced(tmp_path):
     assert norms[0] > resolved.recipe.optimizer.grad_clip  # the clipped step, not an idle one
 
 
+def test_resuming_in_another_precision_than_the_checkpoint_s_warns(tmp_path):
+    """``auto`` resolves per machine: a stage trained in bf16 on one and resumed on another that
+    has no native bf16 goes on in fp32; it says so once, naming both."""
+    import warnings
+
+    from spnkit.builtin.backends import CPUBackend
+    from spnkit.core import build
+    from spnkit.data.sources import load_split
+    from spnkit.engine.train import StageTrainer
+
+    class Native(CPUBackend):
+        def native_bf16(self):
+            return True
+
+    class NoNative(CPUBackend):
+        def native_bf16(self):
+            return False
+
+    resolved = build.validate(RECIPE)
+    shards = load_split(resolved.recipe.data, "train").shards
+    trainer = StageTrainer(resolved, "low", shards, tmp_path, Native(resolved.recipe.runtime))
+    trainer.train(progress=False, until=2)
+    with warnings.catch_warnings(record=True) as same:
+        warnings.simplefilter("always")
+        StageTrainer(resolved, "low", shards, tmp_path, Native(resolved.recipe.runtime))
+    assert not [w for w in same if "precision" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"stage 'low' was trained in bf16 up to step 2 and goes on in fp32 "
+                                         r"\(runtime.precision = 'auto' here\)"):
+        StageTrainer(resolved, "low", shards, tmp_path, NoNative(resolved.recipe.runtime))
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_trains_in_bf16_only_where_the_device_multiplies_it_natively(tmp_path, native):
     """``runtime.precision = "auto"`` resolves per backend; the training step then runs its

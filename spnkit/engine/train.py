@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -93,6 +94,7 @@ class StageTrainer:
             "optimizer": self.backend.optimizer_state(self.stage, self.optimizer),
             "step": self.step,
             "seconds": self.seconds,
+            "precision": self.backend.precision,
             "data": merge_states(self.backend.gather(self.batches.state())),
             "rng": self.rng,
         }
@@ -112,6 +114,11 @@ class StageTrainer:
         self.step = state["step"]
         self.seconds = state.get("seconds", 0.0)  # checkpoints from before time budgets: none spent
         self.rng = state["rng"]
+        trained_in = state.get("precision", self.backend.precision)  # checkpoints from before: not recorded
+        if trained_in != self.backend.precision:
+            warnings.warn(f"stage {self.name!r} was trained in {trained_in} up to step {self.step} and goes on in "
+                          f"{self.backend.precision} (runtime.precision = {self.backend.options.precision!r} "
+                          f"here); set runtime.precision to keep one")
 
     def save(self) -> None:
         state = self.state()
