@@ -129,3 +129,12 @@ def test_a_copy_of_a_bundled_recipe_finds_its_base_among_the_bundled_ones(tmp_pa
     (tmp_path / "quickstart.toml").write_text(tomli_w.dumps(beside))  # a base beside it comes first
     assert cli.main(["show", "mine.toml"]) == 0
     assert build.validate(tomllib.loads(capsys.readouterr().out)).recipe.train.batch_size == 5
+
+
+def test_extends_takes_a_bundled_recipe_by_its_bare_name_as_spnkit_run_does(tmp_path, capsys):
+    write(tmp_path / "mine.toml", {"extends": "quickstart", "train": {"steps": 9}})
+    assert cli.main(["show", str(tmp_path / "mine.toml")]) == 0
+    mine = build.validate(tomllib.loads(capsys.readouterr().out))
+    assert mine.to_dict() == build.load(str(ROOT / "recipes" / "quickstart.toml"), ["train.steps=9"]).to_dict()
+    write(tmp_path / "quickstart.toml", {**read(ROOT / "recipes" / "quickstart.toml"), "seed": 77})
+    assert build.load(str(tmp_path / "mine.toml")).recipe.seed == 77  # one beside it comes first

@@ -369,8 +369,9 @@ MAX_EXTENDS = 32  # recipes in one chain of ``extends``
 def read(path: str | Path, bases: Sequence[Path] = ()) -> dict:
     """A recipe file, with what it ``extends`` merged under it (see ``merge``). ``extends =
     "base.toml"`` names another recipe relative to this one's folder or, when there is no such
-    file there and it is a bare file name, one in the first of the folders ``bases`` that has it
-    (the bundled recipes, so a copy of one that extends another still finds its base); that one
+    file there and it is a bare file name (``.toml`` may be left out), one in the first of the
+    folders ``bases`` that has it (the bundled recipes, so a copy of one that extends another
+    still finds its base, and ``extends = "quickstart"`` names the bundled one); that one
     may extend another in turn. A cycle, a missing base or a chain longer than ``MAX_EXTENDS``
     is a ``RecipeError``."""
     chain: list[Path] = []
@@ -387,8 +388,10 @@ def read(path: str | Path, bases: Sequence[Path] = ()) -> dict:
             raise RecipeError([f"{path}: extends: expected the path of another recipe, relative to this one, "
                                f"got {describe(parent)}"])
         base = path.parent / parent
-        if not base.is_file() and Path(parent).name == parent:
-            base = next((folder / parent for folder in bases if (folder / parent).is_file()), base)
+        if not base.is_file() and Path(parent).name == parent:  # a bare name: "quickstart" as "quickstart.toml"
+            names = [parent] if parent.endswith(".toml") else [parent, f"{parent}.toml"]
+            base = next((folder / name for folder in [path.parent, *bases] for name in names
+                         if (folder / name).is_file()), base)
         if any(_same_file(base, seen) for seen in chain):
             names = " -> ".join(str(p) for p in [*chain, base])
             raise RecipeError([f"{path}: extends {parent!r}: a cycle ({names})"])
