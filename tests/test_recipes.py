@@ -160,6 +160,20 @@ def test_all_errors_are_reported_at_once():
     assert "data.height" in text and "stages.low.decoder.layers" in text and "stages.high.decoder.plugin" in text
 
 
+def test_an_unknown_key_does_not_hide_the_other_mistakes_of_its_table():
+    recipe = edit("stages.low.downsample", -3, edit("stages.low.bogus", 1, edit("train.stepz", 5,
+                                                                                edit("train.batch_size", 0))))
+    with pytest.raises(RecipeError) as info:
+        build.validate(recipe)
+    assert sorted(info.value.problems) == [
+        "stages.low.bogus: unknown key; expected one of decoder, ordering, encoder, conditioner, plane, downsample, "
+        "given_slices, conditions_on, temperature",
+        "stages.low.downsample: must be in [1, 4096], got -3",
+        "train.batch_size: must be in [1, 65536], got 0",
+        "train.stepz: unknown key; did you mean 'steps'?",
+    ]
+
+
 def test_base_recipe_is_valid_and_show_round_trips(tmp_path, capsys):
     path = tmp_path / "recipe.toml"
     path.write_text(tomli_w.dumps(base()))

@@ -288,9 +288,21 @@ def make_converter() -> cattrs.Converter:
         def structure(value: Any, _type: Any) -> Any:
             if not isinstance(value, dict):
                 raise FieldError(f"expected a table, got {describe(value)}")
-            with attrs.validators.disabled():
-                instance = unchecked(value, cls)
-            errors = []
+            # unknown keys are reported beside, not instead of, what is wrong with the known ones
+            extra = set(value) - {field.name for field in attrs.fields(cls)}
+            errors: list[Exception] = []
+            if extra:
+                errors.append(ForbiddenExtraKeysError(f"Extra fields in constructor for {cls.__name__}", cls, extra))
+                value = {key: item for key, item in value.items() if key not in extra}
+            try:
+                with attrs.validators.disabled():
+                    instance = unchecked(value, cls)
+            except ClassValidationError as exc:
+                raise ClassValidationError(f"While structuring {cls.__name__}", [*errors, *exc.exceptions], cls) from None
+            except Exception as exc:
+                if errors:
+                    raise ClassValidationError(f"While structuring {cls.__name__}", [*errors, exc], cls) from None
+                raise
             for field in attrs.fields(cls):
                 if field.validator is None:
                     continue
