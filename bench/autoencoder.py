@@ -67,6 +67,7 @@ def plot(figures: dict[int, float], unconditional: float, path: Path, seconds: f
         axes.annotate(f"{figures[m]:.3f}", (m, figures[m]), textcoords="offset points", xytext=(0, 6),
                       ha="center", fontsize=8)
     axes.axhline(unconditional, color="grey", linestyle="--", label=f"unconditional: {unconditional:.3f} bits/dim")
+    axes.margins(x=0.1, y=0.2)  # room for the figures written above the points
     axes.set_xscale("log", base=2)
     axes.set_xticks(ms, [str(m) for m in ms])
     axes.set_xlabel("bottleneck m (floats in the code)")
