@@ -84,7 +84,7 @@ def _describe_part(module: torch.nn.Module | None) -> str:
 
 
 def _describe_conditioner(component: build.Component | None, module: torch.nn.Module | None) -> str:
-    """``image_encoder (bottleneck=8, channels=32, layers=3; 25,000 parameters)``, or ``none``."""
+    """``image_encoder (bottleneck=8, channels=32, layers=3; 22,920 parameters)``, or ``none``."""
     if component is None:
         return "none"
     table = component.table()

@@ -4,8 +4,8 @@ slice, and the images per second at the end.
 Sampling takes minutes on a CPU and the core's sampling loops know nothing of progress bars, so
 the bar counts from outside: while it is open, each stage's decoder reports every slice it
 draws (``SliceDecoder.sample`` / ``sample_reference`` / ``sample_guided``, one of which every
-stage built on the interfaces calls once per slice). A stage that draws without its decoder's entry points still
-samples correctly; the bar then jumps to the end.
+stage built on the interfaces calls once per slice). A stage that draws without its
+decoder's entry points still samples correctly; the bar then jumps to the end.
 """
 
 from __future__ import annotations
