@@ -282,7 +282,8 @@ def _interpolate(args: argparse.Namespace, resolved: build.Resolved, pipeline, t
 
     a, b = autoencoder.endpoints(resolved, pipeline, *args.interpolate)
     seed = resolved.recipe.seed if args.seed is None else args.seed
-    drawn = autoencoder.interpolation(resolved, pipeline, a, b, args.steps, args.count, seed, args.temperature)
+    drawn = autoencoder.interpolation(resolved, pipeline, a, b, args.steps, args.count, seed, args.temperature,
+                                      progress=not args.quiet)
     with writing(target):
         images.save_grid(drawn, target, columns=args.steps)
 
@@ -309,7 +310,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         pipeline = load_trained(resolved, out)
         prepare(target.parent, "--output", create=False)
         seed = resolved.recipe.seed if args.seed is None else args.seed
-        drawn = autoencoder.reconstructions(resolved, pipeline, levels, args.samples, seed, args.temperature)
+        drawn = autoencoder.reconstructions(resolved, pipeline, levels, args.samples, seed, args.temperature,
+                                            progress=not args.quiet)
         with writing(target):
             images.save_grid(drawn, target, columns=args.samples + 1)
     print(f"wrote {target}")
@@ -468,6 +470,7 @@ def parser() -> argparse.ArgumentParser:
     reconstruct.add_argument("--samples", type=int, default=8, help="samples given each image's code")
     reconstruct.add_argument("--temperature", type=float, help="divide every stage's logits by this")
     reconstruct.add_argument("--seed", type=int, help="sampling seed (default: the recipe's)")
+    reconstruct.add_argument("--quiet", action="store_true", help="no progress bar")
     reconstruct.add_argument("--out", help="the trained run's folder (default: runs/NAME)")
     reconstruct.add_argument("-o", "--output", required=True, metavar="PNG", help="the grid: a row per image")
     reconstruct.set_defaults(func=cmd_reconstruct)

@@ -175,3 +175,20 @@ def test_check_names_each_stage_s_conditioner(trained, capsys):
     assert cli.main(["check", str(path)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("conditioner")]
     assert len(rows) == 2 and all("image_encoder" in row and "bottleneck=4" in row for row in rows)
+
+
+def test_reconstruct_and_interpolate_show_a_bar_over_every_subpixel_drawn(trained, tmp_path, capsys):
+    import re
+
+    path, out, shoes = trained
+    capsys.readouterr()
+    assert cli.main(["reconstruct", str(path), *map(str, shoes), "--samples", "2", "--out", str(out),
+                     "-o", str(tmp_path / "grid.png")]) == 0
+    # two stages of 28x28x1 subpixels; the 2 x 2 samples are drawn together
+    assert re.search(r"sample 4 images: 100%.*1\.57k/1\.57k.*images/s", capsys.readouterr().err)
+    assert cli.main(["sample", str(path), "--interpolate", *map(str, shoes), "--steps", "3", "--count", "1",
+                     "--out", str(out), "-o", str(tmp_path / "line.png")]) == 0
+    assert re.search(r"sample 3 images: 100%.*4\.70k/4\.70k.*images/s", capsys.readouterr().err)  # 3 columns
+    assert cli.main(["reconstruct", str(path), str(shoes[0]), "--samples", "1", "--out", str(out), "--quiet",
+                     "-o", str(tmp_path / "quiet.png")]) == 0
+    assert capsys.readouterr().err == ""

@@ -17,6 +17,7 @@ from spnkit.core import build
 from spnkit.core.errors import SpnkitError
 from spnkit.core.system import Pipeline
 from spnkit.engine import images
+from spnkit.engine.sampling_bar import sampling_bar
 
 Side = torch.Tensor | Mapping[str, torch.Tensor]
 
@@ -75,27 +76,31 @@ def _sample(resolved: build.Resolved, pipeline: Pipeline, count: int, side: Side
 
 
 def reconstructions(resolved: build.Resolved, pipeline: Pipeline, levels: torch.Tensor, samples: int,
-                    seed: int, temperature: float | None = None) -> np.ndarray:
+                    seed: int, temperature: float | None = None, progress: bool = False) -> np.ndarray:
     """The paper's figure: for each image of ``levels [N, C, H, W]``, the image, then
-    ``samples`` images drawn given its code; ``[N * (samples + 1), C, H, W]`` uint8, row by row."""
+    ``samples`` images drawn given its code; ``[N * (samples + 1), C, H, W]`` uint8, row by row.
+    ``progress``: a bar over the subpixels drawn."""
     device = next(pipeline.parameters()).device
     with torch.no_grad():
         codes = pipeline.encode(levels.to(device))
-    drawn = _sample(resolved, pipeline, len(levels) * samples, repeat(codes, samples), seed, temperature)
+    with sampling_bar(pipeline, len(levels) * samples, enabled=progress):
+        drawn = _sample(resolved, pipeline, len(levels) * samples, repeat(codes, samples), seed, temperature)
     rows = torch.cat([levels.unsqueeze(1), drawn.cpu().view(len(levels), samples, *levels.shape[1:])], dim=1)
     return resolved.recipe.data.to_pixels(rows.flatten(0, 1)).numpy()
 
 
 def interpolation(resolved: build.Resolved, pipeline: Pipeline, a: Side, b: Side, steps: int, rows: int,
-                  seed: int, temperature: float | None = None) -> np.ndarray:
+                  seed: int, temperature: float | None = None, progress: bool = False) -> np.ndarray:
     """Samples along the straight line from side ``a`` to ``b`` (each for one image): column
     ``j`` of ``steps`` is given ``lerp(a, b, j / (steps - 1))``, and every column is drawn with
     the same noise (the generator seeded ``seed`` anew), so what changes along a row is the
-    code's doing alone. ``[rows * steps, C, H, W]`` uint8, row by row."""
+    code's doing alone. ``[rows * steps, C, H, W]`` uint8, row by row. ``progress``: a bar
+    over the subpixels drawn, all columns."""
     columns = []
-    for j in range(steps):
-        side = repeat(lerp(a, b, j / (steps - 1)), rows)
-        columns.append(_sample(resolved, pipeline, rows, side, seed, temperature).cpu())
+    with sampling_bar(pipeline, rows * steps, enabled=progress, passes=steps):
+        for j in range(steps):
+            side = repeat(lerp(a, b, j / (steps - 1)), rows)
+            columns.append(_sample(resolved, pipeline, rows, side, seed, temperature).cpu())
     grid = torch.stack(columns, dim=1)  # [rows, steps, C, H, W]
     return resolved.recipe.data.to_pixels(grid.flatten(0, 1)).numpy()
 

@@ -23,11 +23,11 @@ ENTRY_POINTS = ("sample", "sample_reference", "sample_guided")
 
 
 @contextlib.contextmanager
-def sampling_bar(pipeline: Pipeline, images: int, enabled: bool = True) -> Iterator[tqdm]:
+def sampling_bar(pipeline: Pipeline, images: int, enabled: bool = True, passes: int = 1) -> Iterator[tqdm]:
     """While open, a tqdm bar (on stderr) over the subpixels of one image that ``pipeline``
-    models (every image of the batch is drawn together); it closes at 100% with
-    ``images`` / elapsed seconds as images/s."""
-    total = sum(int(getattr(stage, "modelled_dims", 0)) for stage in pipeline.stages.values())
+    models (every image of the batch is drawn together), times ``passes``, the calls to
+    ``pipeline.sample`` it spans; it closes at 100% with ``images`` / elapsed seconds as images/s."""
+    total = passes * sum(int(getattr(stage, "modelled_dims", 0)) for stage in pipeline.stages.values())
     bar = tqdm(total=total, desc=f"sample {images} image{'s' if images != 1 else ''}", unit="subpixel",
                unit_scale=True, disable=not enabled, dynamic_ncols=True)
     decoders = [stage.decoder for stage in pipeline.stages.values() if getattr(stage, "decoder", None) is not None]
