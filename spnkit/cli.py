@@ -159,13 +159,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from spnkit.engine import evaluate, run
     from spnkit.engine.checkpoint import load_trained
-    from spnkit.engine.out_folder import claim
+    from spnkit.engine.out_folder import claim_for_all
 
     if args.bits_map is not None and not 1 <= args.bits_map <= 64:
         raise UserError(f"--bits-map: must be in [1, 64] test images, got {args.bits_map}")
     resolved = _resolved(args)
     out = _out(args, resolved)
-    with _backend(args, resolved) as backend, claim(out, "eval", shared=True, enabled=backend.is_main):
+    with _backend(args, resolved) as backend, claim_for_all(out, "eval", backend, shared=True):
         pipeline = load_trained(resolved, out).to(backend.device)
         result = run.evaluation(resolved, pipeline, progress=not args.quiet, backend=backend)
         if args.bits_map and backend.is_main:

@@ -107,3 +107,22 @@ def test_cuda_backend_trains_in_bf16_and_resumes_on_cpu(tmp_path):
     assert cli.main(["train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cpu",
                      f"train.steps={STEPS + 2}"]) == 0
     assert len(losses(out)) == STEPS + 2
+
+
+def test_a_busy_folder_stops_every_process_with_one_error_line(tmp_path):
+    """The main process finds the folder in use; the other must not wait in a collective for it
+    and die there with a traceback."""
+    from spnkit.engine.out_folder import claim
+
+    recipe = recipe_file(tmp_path)
+    out = tmp_path / "busy"
+    out.mkdir()
+    with claim(out, "train"):  # another spnkit process holds it
+        done = torchrun("train", recipe, "--stage", "low", "--out", str(out), "--quiet", "--backend", "cpu")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "is in use by another spnkit process" in errors[0], done.stderr[-3000:]
+    assert "[rank1]" not in done.stderr, done.stderr[-3000:]  # no traceback from the other process
+    assert "exitcode  : 2" in done.stderr  # both processes ended as a user mistake does
+    assert "exitcode  : 1" not in done.stderr
+    assert not (out / "stages").exists()

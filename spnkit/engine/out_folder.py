@@ -117,14 +117,14 @@ _held: dict[str, _Held] = {}  # this process's claims, by real path of the folde
 
 
 @contextlib.contextmanager
-def claim(folder: Path, command: str, *, shared: bool = False, enabled: bool = True) -> Iterator[None]:
+def claim(folder: Path, command: str, *, shared: bool = False) -> Iterator[None]:
     """Hold ``folder`` for the block: exclusively, or ``shared`` with other readers. ``FolderBusy``
-    at once when another process holds it in a conflicting way. ``enabled=False`` (a process of a
-    multi-process run other than the main one) and a folder that does not exist (nothing to
-    protect; a writer ``prepare``s it first) claim nothing; a file there is an ``OutputError``."""
+    at once when another process holds it in a conflicting way. A folder that does not exist
+    (nothing to protect; a writer ``prepare``s it first) is not claimed; a file there is an
+    ``OutputError``. A run of several processes claims through ``claim_for_all``."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--out {folder} is a file, not a folder")
-    if not enabled or fcntl is None or not folder.is_dir():
+    if fcntl is None or not folder.is_dir():
         yield
         return
     key = os.path.realpath(folder)
@@ -152,6 +152,34 @@ def claim(folder: Path, command: str, *, shared: bool = False, enabled: bool = T
                     os.ftruncate(handle, 0)
     finally:
         os.close(handle)  # drops the lock
+
+
+class FailedOnMain(SpnkitError):
+    """Raised by the other processes of a multi-process run when the main one could not claim
+    the output folder: the main process prints the error line, these end with the same status
+    and say nothing."""
+
+    @property
+    def lines(self) -> list[str]:
+        return []
+
+
+@contextlib.contextmanager
+def claim_for_all(folder: Path, command: str, backend, *, shared: bool = False) -> Iterator[None]:
+    """``claim`` for a run of one or more processes (``backend``: ``core.backend.Backend``):
+    the main process claims ``folder`` and tells the others whether it could, so that on a busy
+    folder all stop at once with one error line, instead of the others failing with a
+    traceback in their first collective, their peer gone."""
+    with contextlib.ExitStack() as held:
+        failure = None
+        if backend.is_main:
+            try:
+                held.enter_context(claim(folder, command, shared=shared))
+            except SpnkitError as exc:
+                failure = exc
+        if backend.gather(failure is not None)[0]:
+            raise failure or FailedOnMain()
+        yield
 
 
 def _open(path: Path, shared: bool) -> int | None:

@@ -34,7 +34,7 @@ from spnkit.engine import evaluate, images, plots
 from spnkit.engine.checkpoint import load_trained
 from spnkit.engine.memory import fits_in_memory
 from spnkit.engine.metrics import MetricSink, open_sinks
-from spnkit.engine.out_folder import claim, prepare, writing
+from spnkit.engine.out_folder import claim_for_all, prepare, writing
 from spnkit.engine.run_record import write_run_record
 from spnkit.engine.runtime import start_backend
 from spnkit.engine.sampling_bar import sampling_bar
@@ -55,7 +55,7 @@ def train(resolved: build.Resolved, out: Path, stages: list[str] | None = None, 
     backend = backend or start_backend(resolved.recipe.runtime)
     split = load_split(resolved.recipe.data, "train") if split is None else split
     prepare(out)
-    with claim(out, "train", enabled=backend.is_main):
+    with claim_for_all(out, "train", backend):
         if backend.is_main:
             write_run_record(resolved, out)
         opened = metric_sinks(resolved, out, backend) if sinks is None else contextlib.nullcontext(sinks)
@@ -244,7 +244,7 @@ def run(resolved: build.Resolved, out: Path, progress: bool = True, backend: Bac
     data = resolved.recipe.data
     split, test = load_split(data, "train"), load_split(data, "test")
     prepare(out)
-    with claim(out, "run", enabled=backend.is_main), metric_sinks(resolved, out, backend) as sinks:
+    with claim_for_all(out, "run", backend), metric_sinks(resolved, out, backend) as sinks:
         trained = {}
         origin = train(resolved, out, progress=progress, backend=backend, split=split, trained=trained, sinks=sinks)
         pipeline = load_trained(resolved, out).to(backend.device)
