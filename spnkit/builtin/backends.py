@@ -140,6 +140,13 @@ class CUDABackend(TorchBackend):
     def _device_ids(self) -> list[int]:
         return [torch.cuda.current_device()]
 
+    def device_rng_state(self) -> dict[str, torch.Tensor]:
+        return {"cuda": torch.cuda.get_rng_state(torch.cuda.current_device())}
+
+    def set_device_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        if "cuda" in state:  # absent from a checkpoint trained elsewhere
+            torch.cuda.set_rng_state(state["cuda"], torch.cuda.current_device())
+
     def native_bf16(self) -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
 

@@ -35,6 +35,23 @@ class XLABackend(Backend):
 
         return torch_xla.device()
 
+    def seed_device(self, seed: int) -> None:
+        import torch_xla.core.xla_model as xm
+
+        xm.set_rng_state(seed)
+
+    def device_rng_state(self) -> dict[str, torch.Tensor]:
+        import torch_xla.core.xla_model as xm
+
+        seed = xm.get_rng_state()  # the generator's state: an unsigned 64-bit seed
+        return {"xla": torch.tensor(list(seed.to_bytes(8, "little")), dtype=torch.uint8)}  # bytes, as torch's
+
+    def set_device_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        import torch_xla.core.xla_model as xm
+
+        if "xla" in state:  # absent from a checkpoint trained elsewhere
+            xm.set_rng_state(int.from_bytes(bytes(state["xla"].tolist()), "little"))
+
     def reduce_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         import torch_xla.core.xla_model as xm
 

@@ -103,6 +103,19 @@ class Backend(abc.ABC):
     def barrier(self) -> None:
         """Wait for every process."""
 
+    def seed_device(self, seed: int) -> None:
+        """Seed the device's random generator where ``torch.manual_seed`` does not (it seeds the
+        CPU's and CUDA's)."""
+
+    def device_rng_state(self) -> dict[str, torch.Tensor]:
+        """The state of the device's random generator (beyond torch's CPU one, which the trainer
+        keeps itself), for a resume that draws what an uninterrupted run draws; {} without one."""
+        return {}
+
+    def set_device_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a ``device_rng_state`` (``state`` may hold other keys, and lacks this device's
+        when the checkpoint was trained on another kind of device: then leave it as it is)."""
+
     def model_state(self, model: nn.Module) -> dict:
         """``model``'s whole state on the CPU (gathered when sharded), for checkpoints."""
         return to_cpu(model.state_dict())

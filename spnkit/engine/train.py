@@ -51,6 +51,7 @@ class StageTrainer:
         self.config, self.schedule = recipe.train, recipe.schedule
         self.seed = recipe.seed * 1000 + list(recipe.stages).index(name)
         torch.manual_seed(self.seed)
+        self.backend.seed_device(self.seed)
         self.stage: AutoregressiveStage = build.build_stage(resolved, name)
         self.stage.to(self.backend.device)
         config = recipe.stages[name]
@@ -66,9 +67,6 @@ class StageTrainer:
         self.step = 0
         self.seconds = 0.0  # training time at the last checkpoint, over every session (train.seconds)
         self.clock = time.monotonic  # what measures it
-        device = self.backend.device
-        self._cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
         self.rng = self._current_rng()
         self.batches = self._resume()
 
@@ -129,22 +127,23 @@ class StageTrainer:
     # -- training -------------------------------------------------------------------------
 
     def _current_rng(self) -> dict[str, torch.Tensor]:
-        state = {"cpu": torch.get_rng_state()}
-        if self._cuda:
-            state["cuda"] = torch.cuda.get_rng_state(self._cuda[0])
-        return state
+        """torch's CPU generator and the device's (``Backend.device_rng_state``)."""
+        return {"cpu": torch.get_rng_state(), **self.backend.device_rng_state()}
 
     @contextlib.contextmanager
     def _own_rng(self):
         """Run with this trainer's random state (what the model draws, e.g. labels dropped for
-        classifier-free training), kept apart from torch's global one, which data loaders also
+        classifier-free training), kept apart from the global one, which data loaders also
         draw from: a resumed run then draws exactly what an uninterrupted one would."""
-        with torch.random.fork_rng(devices=self._cuda):
-            torch.set_rng_state(self.rng["cpu"])
-            if self._cuda:
-                torch.cuda.set_rng_state(self.rng["cuda"], self._cuda[0])
+        outside = self._current_rng()
+        torch.set_rng_state(self.rng["cpu"])
+        self.backend.set_device_rng_state(self.rng)
+        try:
             yield
             self.rng = self._current_rng()
+        finally:
+            torch.set_rng_state(outside["cpu"])
+            self.backend.set_device_rng_state(outside)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on this rank's share of a global batch (in ``train.accumulate``

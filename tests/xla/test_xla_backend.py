@@ -62,3 +62,27 @@ def test_no_recompilation_after_warm_up(tmp_path):
         loss, _ = trainer.train_step()
     assert torch.isfinite(loss.cpu())
     assert met.metric_data("CompileTime")[0] == compiled, met.short_metrics_report()
+
+
+def test_a_resumed_run_draws_on_the_device_what_an_uninterrupted_one_draws(tmp_path):
+    """Labels dropped for classifier-free training are drawn by the XLA device's generator: it is
+    seeded by the recipe and kept in checkpoints, so a stopped and resumed run ends bitwise where
+    an uninterrupted one ends (a process that drew something else in between included)."""
+    labels = "{plugin='class_embedding', classes=10, channels=4, drop_labels=0.5}"
+    extra = [f"stages.low.conditioner={labels}", f"stages.high.conditioner={labels}", "train.checkpoint_every=2"]
+
+    def train_to(out, steps: int) -> None:
+        assert cli.main(["train", RECIPE, "--stage", "low", "--out", str(out), "--quiet", "--backend", "xla",
+                         *OVERRIDES, *extra, f"train.steps={steps}"]) == 0
+
+    train_to(tmp_path / "straight", 4)
+    train_to(tmp_path / "stopped", 2)
+    torch.rand(5, device=torch_xla.device())  # the device's generator moves on between the two
+    train_to(tmp_path / "stopped", 4)
+    from spnkit.engine import checkpoint
+
+    straight, resumed = (checkpoint.load(tmp_path / name / "stages" / "low") for name in ("straight", "stopped"))
+    assert straight["step"] == resumed["step"] == 4
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    assert torch.equal(straight["rng"]["xla"], resumed["rng"]["xla"])
