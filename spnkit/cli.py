@@ -254,7 +254,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         if resolved.classes is None:
             raise UserError("--guidance: the recipe's stages are not class-conditional (no stage takes labels)")
         _check_null_class(resolved, "--guidance")
-    target = Path(args.output) if args.output else None  # default: OUT/sampled-N.png, not the run's samples.png
+    target = _png_output(args.output) if args.output else None  # default: OUT/sampled-N.png, not the run's samples.png
     # writing into OUT: the folder's only user; writing elsewhere: a reader, beside other readers
     into_out = target is None or target.resolve().parent.is_relative_to(out.resolve())
     with claim(out, "sample", shared=not into_out):
@@ -288,6 +288,16 @@ def _interpolate(args: argparse.Namespace, resolved: build.Resolved, pipeline, t
         images.save_grid(drawn, target, columns=args.steps)
 
 
+def _png_output(output: str) -> Path:
+    """``-o`` of a picture, checked before any work: a ``.png`` file name, not a folder."""
+    target = Path(output)
+    if target.is_dir():
+        raise UserError(f"--output: {output} is a folder; name the PNG file to write (e.g. {target / 'grid.png'})")
+    if target.suffix.lower() != ".png":
+        raise UserError(f"--output: expected a .png file name, got {output!r}")
+    return target
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from spnkit.engine import autoencoder, images
     from spnkit.engine.checkpoint import load_trained
@@ -305,7 +315,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     autoencoder.encoded_stages(resolved, "reconstruct")
     levels = autoencoder.read_images([Path(p) for p in args.images], resolved, "reconstruct")
     out = _out(args, resolved)
-    target = Path(args.output)
+    target = _png_output(args.output)
     with claim(out, "reconstruct", shared=not target.resolve().parent.is_relative_to(out.resolve())):
         pipeline = load_trained(resolved, out)
         prepare(target.parent, "--output", create=False)

@@ -192,3 +192,13 @@ def test_reconstruct_and_interpolate_show_a_bar_over_every_subpixel_drawn(traine
     assert cli.main(["reconstruct", str(path), str(shoes[0]), "--samples", "1", "--out", str(out), "--quiet",
                      "-o", str(tmp_path / "quiet.png")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_reconstruct_refuses_an_output_that_is_no_png_file(trained, tmp_path, capsys):
+    path, out, shoes = trained
+    capsys.readouterr()
+    for target in (tmp_path, tmp_path / "grid.jpeg.txt"):
+        assert cli.main(["reconstruct", str(path), str(shoes[0]), "--out", str(out), "--quiet",
+                         "-o", str(target)]) == 2
+        assert capsys.readouterr().err.startswith("error: --output: ")
+    assert list(tmp_path.iterdir()) == []

@@ -128,3 +128,16 @@ def test_eval_bits_map_draws_the_test_images_beside_their_bits(trained, capsys):
         assert picture.format == "PNG" and picture.height > picture.width  # three rows of image | map
     assert cli.main(["eval", str(recipe), "--out", str(out), "--bits-map", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --bits-map: must be in [1, 64]")
+
+
+@pytest.mark.parametrize("name, message", [("folder", "is a folder; name the PNG file"),
+                                           ("grid.txt", "expected a .png file name")])
+def test_sample_refuses_an_output_that_is_no_png_file_before_drawing(trained, tmp_path, capsys, name, message):
+    recipe, out = trained
+    (tmp_path / "folder").mkdir()
+    capsys.readouterr()
+    assert cli.main(["sample", str(recipe), "--out", str(out), "--count", "1", "--quiet",
+                     "-o", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output: ") and message in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
