@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from spnkit.core.backend import Backend
 from spnkit.core.errors import SpnkitError
 
 try:
@@ -165,11 +166,11 @@ class FailedOnMain(SpnkitError):
 
 
 @contextlib.contextmanager
-def claim_for_all(folder: Path, command: str, backend, *, shared: bool = False) -> Iterator[None]:
-    """``claim`` for a run of one or more processes (``backend``: ``core.backend.Backend``):
-    the main process claims ``folder`` and tells the others whether it could, so that on a busy
-    folder all stop at once with one error line, instead of the others failing with a
-    traceback in their first collective, their peer gone."""
+def claim_for_all(folder: Path, command: str, backend: Backend, *, shared: bool = False) -> Iterator[None]:
+    """``claim`` for a run of one or more processes on ``backend``: the main process claims
+    ``folder`` and tells the others whether it could, so that on a busy folder all stop at once
+    with one error line, instead of the others failing with a traceback in their first
+    collective, their peer gone."""
     with contextlib.ExitStack() as held:
         failure = None
         if backend.is_main:
